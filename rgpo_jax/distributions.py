@@ -1,0 +1,112 @@
+"""Policy distributions: log-prob, entropy, sampling and mode, as small pytrees.
+
+Three action distributions cover the trainer's needs:
+- `Categorical(logits)`: discrete actions.
+- `Gaussian(mean, log_std)`: diagonal Gaussian, actions unbounded (clip in the env if needed).
+- `TanhGaussian(mean, log_std)`: a = tanh(u), u ~ N(mean, std); actions in (−1, 1) with the
+  change-of-variables log-prob log N(u) − Σ log(1 − tanh(u)²). Its entropy has no closed form:
+  `entropy(key)` is the single-sample estimate H[N] + E[Σ log(1 − tanh(u)²)], and
+  `entropy()` without a key returns the Gaussian entropy (the common, biased-but-smooth
+  regulariser used by Brax's PPO for its entropy bonus).
+The entropy functions are also exposed on their own for use in users' losses.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+_HALF_LOG_2PI_E = 0.5 * math.log(2.0 * math.pi * math.e)
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def categorical_entropy(logits: Array) -> Array:
+  """H = −Σ_a p(a) log p(a) over the last axis of `logits` [..., A] → [...]."""
+  log_p = jax.nn.log_softmax(logits, axis=-1)
+  return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+
+
+def gaussian_entropy(log_std: Array) -> Array:
+  """Diagonal Gaussian entropy Σ_i (½ log(2πe) + log σ_i) over the last axis [..., D] → [...]."""
+  return jnp.sum(_HALF_LOG_2PI_E + log_std, axis=-1)
+
+
+def tanh_log_det_jacobian(pre_tanh: Array) -> Array:
+  """Σ_i log(1 − tanh(u_i)²), computed stably as 2(log 2 − u − softplus(−2u)); [..., D] → [...]."""
+  return jnp.sum(2.0 * (math.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh)), axis=-1)
+
+
+def tanh_gaussian_entropy(mean: Array, log_std: Array, key: Array) -> Array:
+  """Single-sample estimate of the tanh-squashed Gaussian entropy H[N] + Σ log(1 − tanh(u)²)."""
+  u = mean + jnp.exp(log_std) * jax.random.normal(key, mean.shape, mean.dtype)
+  return gaussian_entropy(log_std) + tanh_log_det_jacobian(u)
+
+
+def _gaussian_log_prob(mean, log_std, x):
+  z = (x - mean) * jnp.exp(-log_std)
+  return jnp.sum(-0.5 * z * z - log_std - _HALF_LOG_2PI, axis=-1)
+
+
+class Categorical(NamedTuple):
+  logits: Array  # [..., A]
+
+  def sample(self, key: Array) -> Array:
+    return jax.random.categorical(key, self.logits, axis=-1)
+
+  def log_prob(self, action: Array) -> Array:
+    log_p = jax.nn.log_softmax(self.logits, axis=-1)
+    return jnp.take_along_axis(log_p, action[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+  def entropy(self, key: Array | None = None) -> Array:
+    del key
+    return categorical_entropy(self.logits)
+
+  def mode(self) -> Array:
+    return jnp.argmax(self.logits, axis=-1)
+
+
+class Gaussian(NamedTuple):
+  mean: Array  # [..., D]
+  log_std: Array  # broadcastable to mean
+
+  def sample(self, key: Array) -> Array:
+    return self.mean + jnp.exp(self.log_std) * jax.random.normal(key, self.mean.shape, self.mean.dtype)
+
+  def log_prob(self, action: Array) -> Array:
+    return _gaussian_log_prob(self.mean, self.log_std, action)
+
+  def entropy(self, key: Array | None = None) -> Array:
+    del key
+    return gaussian_entropy(jnp.broadcast_to(self.log_std, self.mean.shape))
+
+  def mode(self) -> Array:
+    return self.mean
+
+
+class TanhGaussian(NamedTuple):
+  """a = tanh(u), u ~ N(mean, exp(log_std)²). Actions are stored post-tanh, in (−1, 1)."""
+
+  mean: Array
+  log_std: Array
+  eps: float = 1e-6  # keeps atanh finite for actions that rounded to ±1
+
+  def sample(self, key: Array) -> Array:
+    return jnp.tanh(Gaussian(self.mean, self.log_std).sample(key))
+
+  def log_prob(self, action: Array) -> Array:
+    u = jnp.arctanh(jnp.clip(action, -1.0 + self.eps, 1.0 - self.eps))
+    return _gaussian_log_prob(self.mean, self.log_std, u) - tanh_log_det_jacobian(u)
+
+  def entropy(self, key: Array | None = None) -> Array:
+    log_std = jnp.broadcast_to(self.log_std, self.mean.shape)
+    if key is None:
+      return gaussian_entropy(log_std)
+    return tanh_gaussian_entropy(self.mean, log_std, key)
+
+  def mode(self) -> Array:
+    return jnp.tanh(self.mean)

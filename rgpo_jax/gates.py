@@ -1,0 +1,305 @@
+"""Acceptance gates: the one thing that distinguishes RGPO, PPO, IS, REINFORCE and SAPO.
+
+A gate α = g(r) replaces the importance ratio r = π_θ(a|s) / π_old(a|s) in the policy
+surrogate Ê[g(r)·Â]. Because g takes part in differentiation and ∇_θ r = r·∇_θ log π_θ,
+each sample's policy gradient is
+
+    ∇_θ g(r)·Â = g'(r)·r · Â · ∇_θ log π_θ = w(r) · Â · ∇_θ log π_θ,
+
+with the *effective weight* w(r) = g'(r)·r (RGPO, arXiv 2604.14895). Choosing g chooses the
+algorithm:
+
+| gate            | g(r)                          | w(r)                                   |
+|-----------------|-------------------------------|----------------------------------------|
+| `reinforce`     | 1 + log r                     | 1                                      |
+| `importance`    | r                             | r (unbounded)                          |
+| `ppo_clip`      | min(r, 1+ε) if Â ≥ 0 else max(r, 1−ε) | r·1[unclipped]                 |
+| `truncated`     | clip(r, low, high)            | r inside [low, high], 0 outside        |
+| `sigmoid` (RGPO)| σ(k(r−1))                     | k·σ(1−σ)·r, bounded                    |
+| `sapo`          | (4/τ)·σ(τ(r−1)), τ by sign(Â) | 4σ(1−σ)·r                              |
+| `erf`           | 1 + √(π/2)/τ·erf(τ(r−1)/√2)   | exp(−τ²(r−1)²/2)·r                     |
+| `arctan`        | 1 + arctan(τ(r−1))/τ          | r / (1+τ²(r−1)²)                       |
+| `softsign`      | 1 + (r−1)/√(1+τ²(r−1)²)       | r·(1+τ²(r−1)²)^(−3/2)                  |
+
+Reconstruction note: the RGPO paper's full text is not available. The sigmoid form centred at
+r = 1 comes from third-party readers of the paper; the g's of REINFORCE/IS/PPO are
+reconstructions consistent with the paper's w's (see ../shared/RESEARCH.md). The erf, arctan and
+softsign families are those of arXiv 2602.19345, SAPO is arXiv 2511.20347.
+
+A `Gate` is a frozen dataclass registered as a pytree: its numeric parameters (`params`) are
+leaves, so gates can be passed through `jit`, stacked and `vmap`-ed over (e.g. a sweep over k),
+while the gate function itself is static. `weight` is obtained by automatic differentiation of
+`value`, so a user-defined gate (`custom`) gets its effective weight for free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+GateFn = Callable[[Mapping[str, Array], Array, Array], Array]
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class Gate:
+  """A differentiable acceptance gate g(r, Â) with its effective weight w = ∂g/∂r · r.
+
+  Attributes:
+    name: a short identifier (static).
+    fn: `fn(params, ratio, advantage) -> gate`, elementwise and broadcasting (static).
+    params: numeric parameters (pytree leaves: traced under jit, vmappable).
+  """
+
+  name: str = dataclasses.field(metadata=dict(static=True))
+  fn: GateFn = dataclasses.field(metadata=dict(static=True))
+  params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  def value(self, ratio: Array, advantage: Array) -> Array:
+    """The gate α = g(r; Â), elementwise over broadcast `ratio` and `advantage`."""
+    ratio, advantage = _as_float_arrays(ratio, advantage)
+    return self.fn(self.params, ratio, advantage)
+
+  def derivative(self, ratio: Array, advantage: Array) -> Array:
+    """g'(r) = ∂g/∂r, by forward-mode autodiff (exact for elementwise gates)."""
+    ratio, advantage = _as_float_arrays(ratio, advantage)
+    ratio, advantage = jnp.broadcast_arrays(ratio, advantage)
+    advantage = jax.lax.stop_gradient(advantage)
+    _, slope = jax.jvp(lambda r: self.fn(self.params, r, advantage), (ratio,),
+                       (jnp.ones_like(ratio),))
+    return slope
+
+  def weight(self, ratio: Array, advantage: Array) -> Array:
+    """The effective gradient weight w(r) = g'(r)·r (RGPO, arXiv 2604.14895)."""
+    ratio, advantage = _as_float_arrays(ratio, advantage)
+    return self.derivative(ratio, advantage) * ratio
+
+
+def _as_float_arrays(ratio, advantage):
+  ratio = jnp.asarray(ratio)
+  if not jnp.issubdtype(ratio.dtype, jnp.floating):
+    ratio = ratio.astype(jnp.result_type(float))
+  return ratio, jnp.asarray(advantage, dtype=ratio.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameter validation. Concrete values are checked eagerly (a clear ValueError before any
+# compile); traced values (a gate built inside a vmapped sweep) cannot be, and are validated by
+# the sweep on the host before tracing.
+
+
+def _check(gate: str, name: str, value: Any, ok: Callable[[float], bool], allowed: str):
+  if isinstance(value, jax.core.Tracer):
+    return
+  try:
+    values = [float(v) for v in jnp.ravel(jnp.asarray(value))]
+  except (TypeError, ValueError):
+    raise ValueError(f"{gate} gate: {name} must be a number {allowed}, got {name}={value!r}")
+  for v in values:
+    if not (math.isfinite(v) and ok(v)):
+      raise ValueError(f"{gate} gate: {name} must be {allowed}, got {name}={value!r}")
+
+
+def _positive(gate, **kwargs):
+  for name, value in kwargs.items():
+    _check(gate, name, value, lambda v: v > 0, "> 0 (finite)")
+
+
+def _param(value) -> Array:
+  return jnp.asarray(value, dtype=jnp.result_type(float))
+
+
+def _by_sign(advantage, positive, negative):
+  """Choose a parameter by the advantage sign (Â ≥ 0 counts as positive)."""
+  return jnp.where(advantage >= 0, positive, negative)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gate functions: module-level so two gates of one family share a treedef (stackable, vmappable).
+
+
+def _sigmoid_fn(p, r, a):
+  del a
+  return jax.nn.sigmoid(p["k"] * (r - 1.0))
+
+
+def _sapo_fn(p, r, a):
+  tau = _by_sign(a, p["tau_pos"], p["tau_neg"])
+  return (4.0 / tau) * jax.nn.sigmoid(tau * (r - 1.0))
+
+
+def _erf_fn(p, r, a):
+  tau = _by_sign(a, p["tau_pos"], p["tau_neg"])
+  return 1.0 + math.sqrt(math.pi / 2.0) / tau * jax.scipy.special.erf(tau * (r - 1.0) / math.sqrt(2.0))
+
+
+def _arctan_fn(p, r, a):
+  tau = _by_sign(a, p["tau_pos"], p["tau_neg"])
+  return 1.0 + jnp.arctan(tau * (r - 1.0)) / tau
+
+
+def _softsign_fn(p, r, a):
+  tau = _by_sign(a, p["tau_pos"], p["tau_neg"])
+  x = r - 1.0
+  return 1.0 + x * jax.lax.rsqrt(1.0 + (tau * x) ** 2)
+
+
+def _importance_fn(p, r, a):
+  del p, a
+  return r
+
+
+def _reinforce_fn(p, r, a):
+  del p, a
+  return 1.0 + jnp.log(r)
+
+
+def _ppo_clip_fn(p, r, a):
+  # min(r·Â, clip(r)·Â)/Â written without dividing by Â: for Â ≥ 0 only the upper clip binds,
+  # for Â < 0 only the lower one.
+  upper = jnp.minimum(r, 1.0 + p["epsilon_high"])
+  lower = jnp.maximum(r, 1.0 - p["epsilon_low"])
+  return jnp.where(a >= 0, upper, lower)
+
+
+def _truncated_fn(p, r, a):
+  del a
+  return jnp.clip(r, p["low"], p["high"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Constructors.
+
+
+def sigmoid(k: float = 4.0) -> Gate:
+  """The RGPO gate g_k(r) = σ(k(r−1)), with g(1) = ½ and w_k(1) = k/4.
+
+  w_k(r) = k·σ(1−σ)·r is bounded (sup ≈ 0.394, 0.599, 1.058, 2.031, 5.013 for
+  k = 1, 2, 4, 8, 20), so the gradient variance stays finite for heavy-tailed ratios.
+  k = 4 gives the on-policy weight w(1) = 1 and the same gradient as SAPO with τ = 4.
+  Reconstructed from third-party descriptions of arXiv 2604.14895 (default k unknown).
+
+  Args:
+    k: sharpness, > 0.
+  """
+  _positive("sigmoid", k=k)
+  return Gate("sigmoid", _sigmoid_fn, {"k": _param(k)})
+
+
+def _two_temperature(family, fn, tau_pos, tau_neg):
+  tau_neg = tau_pos if tau_neg is None else tau_neg
+  _positive(family, tau_pos=tau_pos, tau_neg=tau_neg)
+  return Gate(family, fn, {"tau_pos": _param(tau_pos), "tau_neg": _param(tau_neg)})
+
+
+def sapo(tau_pos: float = 1.0, tau_neg: float = 1.05) -> Gate:
+  """SAPO's soft gate f(r) = (4/τ)·σ(τ(r−1)), τ = τ_pos if Â ≥ 0 else τ_neg (arXiv 2511.20347).
+
+  f'(r) = 4σ(1−σ), equal to 1 at r = 1; w(r) = 4σ(1−σ)·r.
+  """
+  return _two_temperature("sapo", _sapo_fn, tau_pos, tau_neg)
+
+
+def erf(tau: float = 1.0, tau_neg: float | None = None) -> Gate:
+  """Gaussian-slope gate: f'(r) = exp(−τ²(r−1)²/2), f(1) = 1 (arXiv 2602.19345).
+
+  Args:
+    tau: temperature (for Â ≥ 0, and for Â < 0 unless `tau_neg` is given), > 0.
+    tau_neg: optional separate temperature for negative advantages, > 0.
+  """
+  return _two_temperature("erf", _erf_fn, tau, tau_neg)
+
+
+def arctan(tau: float = 1.0, tau_neg: float | None = None) -> Gate:
+  """Cauchy-slope gate: f'(r) = 1/(1+τ²(r−1)²), tail ~ r⁻² (arXiv 2602.19345)."""
+  return _two_temperature("arctan", _arctan_fn, tau, tau_neg)
+
+
+def softsign(tau: float = 1.0, tau_neg: float | None = None) -> Gate:
+  """Softsign gate: f'(r) = (1+τ²(r−1)²)^(−3/2), tail ~ r⁻³ (arXiv 2602.19345)."""
+  return _two_temperature("softsign", _softsign_fn, tau, tau_neg)
+
+
+def importance() -> Gate:
+  """The TRPO / importance-sampling surrogate g(r) = r, w(r) = r (unbounded)."""
+  return Gate("importance", _importance_fn, {})
+
+
+def reinforce() -> Gate:
+  """On-policy REINFORCE: g(r) = 1 + log r, so w(r) ≡ 1 (the ratio only sets the point)."""
+  return Gate("reinforce", _reinforce_fn, {})
+
+
+def ppo_clip(epsilon: float = 0.2, epsilon_high: float | None = None) -> Gate:
+  """PPO's clipped surrogate min(r·Â, clip(r, 1−ε_low, 1+ε_high)·Â) as a gate (arXiv 1707.06347).
+
+  w(r) = r where the sample is not clipped ((Â ≥ 0 ∧ r < 1+ε_high) ∨ (Â < 0 ∧ r > 1−ε_low)), else 0.
+
+  Args:
+    epsilon: ε_low (and ε_high unless given), in (0, 1).
+    epsilon_high: optional asymmetric upper ε ("clip-higher", DAPO), > 0.
+  """
+  epsilon_high = epsilon if epsilon_high is None else epsilon_high
+  _check("ppo_clip", "epsilon", epsilon, lambda v: 0 < v < 1, "in (0, 1)")
+  _positive("ppo_clip", epsilon_high=epsilon_high)
+  return Gate("ppo_clip", _ppo_clip_fn,
+              {"epsilon_low": _param(epsilon), "epsilon_high": _param(epsilon_high)})
+
+
+def truncated(low: float = 0.5, high: float = 2.0) -> Gate:
+  """Hard rejection band: IS inside [low, high], zero weight outside (g = clip(r, low, high))."""
+  _check("truncated", "low", low, lambda v: v >= 0, ">= 0")
+  _positive("truncated", high=high)
+  if not isinstance(low, jax.core.Tracer) and not isinstance(high, jax.core.Tracer):
+    if float(low) >= float(high):
+      raise ValueError(f"truncated gate: low must be < high, got low={low!r}, high={high!r}")
+  return Gate("truncated", _truncated_fn, {"low": _param(low), "high": _param(high)})
+
+
+def custom(fn: Callable[[Array, Array], Array], name: str = "custom") -> Gate:
+  """Any user gate `fn(ratio, advantage) -> gate`; its weight comes by autodiff.
+
+  `fn` must be elementwise and differentiable in `ratio`. Keep the same function object to
+  reuse compiled code (the function is part of the gate's static structure).
+  """
+  if not callable(fn):
+    raise ValueError(f"custom gate: fn must be callable, got {fn!r}")
+  return Gate(name, _CustomFn(fn), {})
+
+
+@dataclasses.dataclass(frozen=True)
+class _CustomFn:
+  user_fn: Callable[[Array, Array], Array]
+
+  def __call__(self, params, ratio, advantage):
+    del params
+    return self.user_fn(ratio, advantage)
+
+
+# Name → constructor, for configs and the command line.
+FAMILIES: dict[str, Callable[..., Gate]] = {
+    "sigmoid": sigmoid,
+    "sapo": sapo,
+    "erf": erf,
+    "arctan": arctan,
+    "softsign": softsign,
+    "importance": importance,
+    "reinforce": reinforce,
+    "ppo_clip": ppo_clip,
+    "truncated": truncated,
+}
+
+
+def make(name: str, **params) -> Gate:
+  """Build a gate by family name, e.g. `make("sigmoid", k=8.0)`."""
+  if name not in FAMILIES:
+    raise ValueError(f"unknown gate {name!r}; allowed: {', '.join(sorted(FAMILIES))}")
+  try:
+    return FAMILIES[name](**params)
+  except TypeError as e:
+    raise ValueError(f"gate {name!r} got unexpected parameters {sorted(params)}: {e}") from None
