@@ -29,8 +29,10 @@ pmapped state); orbax writes from the primary process and synchronises the other
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import os
 from typing import Any, Mapping
 
@@ -150,14 +152,28 @@ def _listing(diffs: list[str]) -> str:
 # Saving.
 # ------------------------------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _quiet_orbax():
+  """Silences orbax's absl warnings (e.g. 'directory is read only' for our read-only restores)."""
+  logger = logging.getLogger("absl")
+  level = logger.level
+  logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    logger.setLevel(level)
+
+
 def _manager(directory: str, keep: int | None, read_only: bool):
   import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   policy = ocp.checkpoint_managers.LatestN(n=keep) if keep else None
   options = ocp.CheckpointManagerOptions(
       preservation_policy=policy, enable_async_checkpointing=False, create=not read_only,
-      read_only=read_only, save_root_metadata=not read_only)
-  return ocp.CheckpointManager(os.path.abspath(directory), options=options,
-                               item_names=("state", "meta"))
+      read_only=read_only, save_root_metadata=not read_only,
+      save_interval_steps=0 if read_only else 1)
+  with _quiet_orbax():
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options,
+                                 item_names=("state", "meta"))
 
 
 class Checkpointer:
@@ -239,7 +255,8 @@ def read_metadata(directory: str, step: int | None = None) -> dict[str, Any]:
       raise CheckpointError(f"no checkpoint step {step} in {directory}; "
                             f"available: {list(mngr.all_steps())}")
     try:
-      meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+      with _quiet_orbax():
+        meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
     except Exception as e:  # pylint: disable=broad-except
       raise CheckpointCorruptError(
           f"checkpoint {os.path.join(directory, str(step))} is corrupt: cannot read its "
@@ -301,8 +318,9 @@ def restore(directory: str,
   abstract_target = jax.tree.map(abstract, target)
   mngr = _manager(directory, None, read_only=True)
   try:
-    restored = mngr.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_target))).state
+    with _quiet_orbax():
+      restored = mngr.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_target))).state
   except Exception as e:  # pylint: disable=broad-except
     raise CheckpointCorruptError(
         f"checkpoint {where} is corrupt: cannot read its arrays ({type(e).__name__}: "
