@@ -95,7 +95,7 @@ class Sweep:
     if len(self.devices) == 1:
       return jax.jit(vfn)
     return jax.jit(jax.shard_map(vfn, mesh=self.mesh, in_specs=P(RUN_AXIS),
-                                 out_specs=P(RUN_AXIS)))
+                                 out_specs=P(RUN_AXIS), check_vma=False))
 
   def place(self, tree):
     """Put [R, ...] arrays on the sweep's devices (split along the run axis)."""
@@ -137,3 +137,31 @@ class Sweep:
     """[R, ...] → [H, S, ...]."""
     return {k: np.asarray(v).reshape((self.num_settings, self.num_seeds) + np.shape(v)[1:])
             for k, v in metrics.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Data-parallel training of one run over devices.
+
+
+def data_parallel_train(trainer: Trainer, key: jax.Array, hp: HParams, num_updates: int,
+                        devices: Sequence[jax.Device] | None = None, axis_name: str = "dp"):
+  """Train one run data-parallel over `devices`: each holds `num_envs` envs, gradients (and
+  observation statistics, metrics) are `pmean`-ed, so the global batch is
+  devices × num_envs × num_steps. Returns (per-device states [D, ...], metrics [D, U]); all
+  devices hold the same params.
+
+  The same per-device program under `jax.vmap(..., axis_name=axis_name)` on one device gives
+  the same result (tests/test_train_data_parallel.py checks this on 2 host devices).
+  """
+  devices = list(devices if devices is not None else jax.devices())
+  mesh = Mesh(np.asarray(devices), (axis_name,))
+
+  def per_device(keys):
+    state = trainer.init(keys[0], hp, axis_name=axis_name)
+    state, metrics = trainer.train_chunk(state, hp, num_updates, axis_name=axis_name)
+    return jax.tree.map(lambda x: x[None], (state, metrics))
+
+  keys = jnp.stack([key] * len(devices))
+  fn = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=P(axis_name),
+                             out_specs=P(axis_name), check_vma=False))
+  return fn(jax.device_put(keys, NamedSharding(mesh, P(axis_name))))
