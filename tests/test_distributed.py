@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from rgpo_jax.training import distributed
@@ -85,3 +86,56 @@ def test_single_process_is_a_no_op():
 def test_bad_arguments_raise_before_initialising(args, match):
   with pytest.raises(ValueError, match=match):
     distributed.initialize_distributed(*args)
+
+
+_TRAIN_WORKER = textwrap.dedent("""
+    import json, sys
+    sys.path.insert(0, {repo!r})
+    import jax
+    mode = sys.argv[1]
+    if mode == "local":  # one process, two devices: the reference
+      jax.config.update("jax_num_cpu_devices", 2)
+    else:  # one device in each of two processes
+      from rgpo_jax.training.distributed import initialize_distributed
+      initialize_distributed({address!r}, num_processes=2, process_id=int(mode), timeout_s=60)
+    import numpy as np
+    from rgpo_jax.training import TrainConfig, Trainer, hparams_from_config
+    from rgpo_jax.training.sweep import data_parallel_train
+    cfg = TrainConfig(num_envs=2, num_steps=8, total_steps=48, update_epochs=1,
+                      num_minibatches=2, hidden=(8,), normalize_obs=True)
+    trainer = Trainer(cfg)
+    state, _ = data_parallel_train(trainer, jax.random.key(5), hparams_from_config(cfg),
+                                   cfg.num_updates)
+    assert len(jax.devices()) == 2
+    shard = lambda x: np.asarray(x.addressable_shards[0].data).ravel()
+    params = np.concatenate([shard(x) for x in jax.tree.leaves(state.params)])
+    count = float(shard(state.obs_stats.count)[0])
+    print("RESULT " + json.dumps(dict(params=params.tolist(), count=count)), flush=True)
+""")
+
+
+def test_data_parallel_training_across_two_processes_matches_one_process():
+  """The trainer's data-parallel update over 2 processes × 1 device equals 1 process × 2."""
+  address = f"127.0.0.1:{_free_port()}"
+  script = _TRAIN_WORKER.format(repo=REPO, address=address)
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  procs = [subprocess.Popen([sys.executable, "-c", script, mode], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+           for mode in ("0", "1", "local")]
+  results = []
+  try:
+    for p in procs:
+      out, err = p.communicate(timeout=240)
+      assert p.returncode == 0, err[-3000:]
+      line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
+      results.append(json.loads(line[len("RESULT "):]))
+  finally:
+    for p in procs:
+      if p.poll() is None:
+        p.kill()
+  p0, p1, ref = (np.asarray(r["params"]) for r in results)
+  np.testing.assert_array_equal(p0, p1)  # every process holds the same (pmean-ed) params
+  np.testing.assert_allclose(p0, ref, rtol=1e-5, atol=1e-6)
+  # observation statistics merged over both processes: 2 devices × (2 + 2·8·3) observations
+  assert results[0]["count"] == results[2]["count"] == 2 * (2 + 2 * 8 * 3)

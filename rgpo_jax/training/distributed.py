@@ -1,20 +1,25 @@
 """Multi-host (multi-process) training: one JAX process per host, collectives across all.
 
-The trainer's data-parallel update is written for *local* devices (`jax.local_device_count()`
-rows of a pmapped batch, gradients averaged with `lax.pmean` over the device axis). After
-`initialize_distributed`, JAX's device axis spans the devices of every process, so the same
-`pmap`/`pmean` averages gradients and normaliser statistics over the whole cluster: each process
+The trainer's data-parallel update (`Trainer.update(..., axis_name=...)` under `shard_map`, see
+`sweep.data_parallel_train`) averages gradients with `lax.pmean` over the device axis. After
+`initialize_distributed`, `jax.devices()` spans the devices of every process, so the same
+`shard_map`/`pmean` averages gradients and normaliser statistics over the whole cluster: each process
 runs the same program on its own rollouts (seed it with `jax.process_index()`), and only
 process 0 should write files (`is_primary()`).
 
-How to launch (the same command on every host, differing only in the process id):
+How to launch (the same program on every host, differing only in the process id):
 
 * TPU pod slice, Slurm, Open MPI: `initialize_distributed(auto_detect=True)`; JAX reads the
-  cluster's environment (`rgpo train ... --distributed auto`).
+  cluster's environment.
 * GPU cluster or any set of hosts: pick host 0's address and a free port, then on host i
-  `initialize_distributed("host0:1234", num_processes=N, process_id=i)`
-  (`rgpo train ... --coordinator host0:1234 --num-processes N --process-id i`).
+  `initialize_distributed("host0:1234", num_processes=N, process_id=i)`.
 * One process (the default): nothing happens; the code path is the same.
+
+Scope: this is the library layer (tested: a `pmean` across two processes' devices). The
+`rgpo train` host loop reads metrics back with `device_get`, which needs every array on this
+process, so it stays single-process; a multi-host job drives `Trainer.update(...,
+axis_name=...)` over the global mesh itself (as `sweep.data_parallel_train` does) and
+writes files from `is_primary()` only.
 
 CPU clusters use gloo collectives (JAX's default `jax_cpu_collectives_implementation`); the test
 suite runs two local CPU processes over 127.0.0.1 to check a cross-process `pmean`.
