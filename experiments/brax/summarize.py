@@ -1,4 +1,4 @@
-"""Table of the Brax runs under experiments/brax/runs: return early vs late, eval, speed.
+"""Table of the Brax runs under experiments/brax/results: return early vs late, eval, speed.
 
 "first episodes": episodes completed in the first 10% of updates, or at the first update that
 completed any (64 halfcheetah envs all end together at 1000 steps).
@@ -50,4 +50,4 @@ def main(root):
 
 
 if __name__ == "__main__":
-  main(sys.argv[1] if len(sys.argv) > 1 else "experiments/brax/runs")
+  main(sys.argv[1] if len(sys.argv) > 1 else "experiments/brax/results")
