@@ -21,7 +21,8 @@ def run_dir(tmp_path_factory):
 
 
 def test_train_writes_config_metrics_summary(run_dir):
-  assert sorted(os.listdir(run_dir)) == ["config.json", "metrics.jsonl", "summary.json"]
+  assert sorted(os.listdir(run_dir)) == ["checkpoints", "config.json", "metrics.jsonl",
+                                        "summary.json"]
   config = json.load(open(os.path.join(run_dir, "config.json")))
   assert config["config"]["algo"] == "rgpo" and config["grid"] == {"k": [2.0, 4.0]}
   assert config["seeds"] == 2
@@ -50,10 +51,12 @@ def test_plot_writes_pngs(run_dir, tmp_path):
 
 
 def test_existing_run_is_never_overwritten(run_dir, capsys):
-  before = {f: open(os.path.join(run_dir, f)).read() for f in os.listdir(run_dir)}
+  files = lambda: {f: open(os.path.join(run_dir, f)).read() for f in os.listdir(run_dir)
+                   if os.path.isfile(os.path.join(run_dir, f))}
+  before = files()
   assert main(["train", *TINY, "--out", run_dir]) == 2
   assert "already holds a run" in capsys.readouterr().err
-  assert before == {f: open(os.path.join(run_dir, f)).read() for f in os.listdir(run_dir)}
+  assert before == files()
 
 
 @pytest.mark.parametrize("argv,message", [
