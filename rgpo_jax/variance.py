@@ -650,7 +650,8 @@ class RatioStatistics(NamedTuple):
 
   ess_fraction: Kish effective sample size (Σr)²/(N·Σr²) ∈ (0, 1].
   tail_index: Hill estimate α̂ = k / Σ_{j<k} log(r_(j)/r_(k)) on the k = max(10, ⌈√N⌉) largest
-    ratios (r_(0) ≥ r_(1) ≥ …); α̂ ≤ 2 signals infinite IS variance.
+    ratios (r_(0) ≥ r_(1) ≥ …); α̂ ≤ 2 signals infinite IS variance; inf when std(log r) < 1e−6
+    (on-policy data).
   mean, max, log_std: of r and log r.  approx_kl: mean k3 estimate of KL(π_old‖π_θ).
   """
 
@@ -671,7 +672,8 @@ def ratio_statistics(log_ratio: Array) -> RatioStatistics:
   k = max(10, math.ceil(math.sqrt(n)))
   # ESS in log space: (Σr)²/(N Σr²) = exp(2·lse(l) − lse(2l) − log N).
   ess = jnp.exp(2 * jax.nn.logsumexp(log_ratio) - jax.nn.logsumexp(2 * log_ratio) - math.log(n))
-  hill = _hill_from_logs(log_ratio, k)
+  # On-policy data (log r ≡ 0 up to float rounding) has no tail: report α̂ = inf.
+  hill = jnp.where(jnp.std(log_ratio) < 1e-6, jnp.inf, _hill_from_logs(log_ratio, k))
   r = jnp.exp(jnp.clip(log_ratio, -losses.DEFAULT_MAX_LOG_RATIO, losses.DEFAULT_MAX_LOG_RATIO))
   return RatioStatistics(ess_fraction=ess, tail_index=hill, mean=jnp.mean(r), max=jnp.max(r),
                          log_std=jnp.std(log_ratio),

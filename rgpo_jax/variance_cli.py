@@ -44,9 +44,18 @@ def register(subparsers) -> None:
   real.add_argument("--staleness", type=str, default="0,1,2,4,8",
                     help="comma-separated numbers of optimiser steps taken after collection")
   real.add_argument("--train-steps", type=float, default=None,
-                    help="env steps of PPO training before collecting (default 1e5; quick: 1e4)")
+                    help="env steps of PPO training before collecting (default 5e4; quick: 2e4)")
   real.add_argument("--samples", type=int, default=None,
-                    help="transitions in the collected batch (default 4096; quick: 512)")
+                    help="transitions in the stale batch (default 131072; quick: 8192); the "
+                         "on-policy reference uses two fresh batches of the same size")
+  real.add_argument("--per-sample", type=int, default=None,
+                    help="random subset of the batch for per-sample gradients / covariance "
+                         "(default 8192; quick: 1024)")
+  real.add_argument("--drift-gate", default="ppo_clip",
+                    help="gate (family, default parameters) of the policy loss whose optimiser "
+                         "steps make the data stale")
+  real.add_argument("--drift-lr", type=float, default=1e-3,
+                    help="Adam learning rate of the staleness steps (full batch)")
   p.set_defaults(func=run)
 
 
@@ -267,8 +276,255 @@ def _plot_synthetic(out, laws, labels, n_values, summary, exact, frontier):
 # Real policies.
 
 
+def _parse_staleness(text: str) -> list[int]:
+  try:
+    values = sorted({int(v) for v in text.split(",") if v.strip()})
+  except ValueError:
+    raise SystemExit(f"rgpo variance: --staleness must be comma-separated integers, got {text!r}")
+  if not values or values[0] < 0:
+    raise SystemExit(f"rgpo variance: --staleness needs integers >= 0, got {text!r}")
+  return values
+
+
 def run_env(args, out: str) -> int:
-  raise SystemExit("rgpo variance --env: not implemented yet")
+  """Real policies: train briefly, collect, make the data stale, measure every gate.
+
+  The mean gradient of each gate uses the whole stale batch (`--samples`); the per-sample
+  covariance a random subset (`--per-sample`) of it; the on-policy reference is REINFORCE
+  (w ≡ 1) at θ_s on two fresh batches of `--samples` each (their disagreement gives its noise).
+  Because all gates see the same samples, their distance to IS on that batch (IS is unbiased
+  for the gradient at θ_s given the advantages) isolates bias from sampling noise.
+  """
+  import jax
+  import jax.flatten_util
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from rgpo_jax import advantages as adv_lib
+  from rgpo_jax import gates as gates_lib
+  from rgpo_jax import losses
+  from rgpo_jax import variance as V
+  try:
+    from rgpo_jax.networks import ActorCritic
+    from rgpo_jax.training import TrainConfig, Trainer, hparams_from_config, make_train
+    from rgpo_jax.training.train import bootstrap_advantages
+  except ModuleNotFoundError as e:
+    raise SystemExit(f"rgpo variance --env needs the trainer (rgpo_jax.training): {e}")
+
+  staleness = _parse_staleness(args.staleness)
+  quick = args.quick
+  train_steps = int(args.train_steps or (2e4 if quick else 5e4))
+  samples = int(args.samples or (8192 if quick else 131072))
+  per_sample = int(args.per_sample or (1024 if quick else 8192))
+  num_envs = 16 if quick else 64
+  if samples % num_envs or samples < 1024:
+    raise SystemExit(f"rgpo variance: --samples must be a multiple of {num_envs} and >= 1024, "
+                     f"got {samples}")
+  if not 64 <= per_sample <= samples:
+    raise SystemExit(f"rgpo variance: --per-sample must be in [64, --samples={samples}], got "
+                     f"{per_sample}")
+  try:
+    drift_gate = gates_lib.make(args.drift_gate)
+  except ValueError as e:
+    raise SystemExit(f"rgpo variance: --drift-gate: {e}")
+  estimators = V.default_estimators()
+  labels = [label for label, _ in estimators]
+  is_index = labels.index("is")
+
+  # 1. Train a policy briefly (PPO, the trainer's defaults).
+  config = TrainConfig(env=args.env, algo="ppo", total_steps=train_steps)
+  trainer = Trainer(config)
+  hp = hparams_from_config(trainer.config)
+  network = trainer.network
+  _log(f"training {args.env} with PPO for {train_steps:.0e} env steps ...")
+  t0 = time.time()
+  state, metrics = jax.jit(make_train(config))(jax.random.key(args.seed))
+  returns = np.asarray(metrics["episode_return"])
+  final_return = float(np.nanmean(returns[-max(1, len(returns) // 10):]))
+  _log(f"trained in {time.time() - t0:.1f} s; mean episode return over the last 10% of updates "
+       f"{final_return:.1f}")
+  params = state.params
+
+  # The collector's Trainer (static env/network parts) is built outside any jit.
+  collector = Trainer(config.replace(num_envs=num_envs, num_steps=samples // num_envs,
+                                    total_steps=max(samples, train_steps)))
+  burn = Trainer(config.replace(num_envs=num_envs, num_steps=512,  # burn-in from the resets
+                                total_steps=max(num_envs * 512, train_steps)))
+
+  @jax.jit
+  def collect(params, key):
+    """`samples` on-policy transitions with normalised GAE advantages from params' critic."""
+    k_init, k_burn, k_roll = jax.random.split(key, 3)
+    cs = collector.init(k_init, hp)
+    env_state, obs, _ = burn.rollout(params, cs.env_state, cs.obs, cs.obs_stats, k_burn)
+    _, _, traj = collector.rollout(params, env_state, obs, cs.obs_stats, k_roll)
+    next_values = network.apply(params, traj.final_obs, method=ActorCritic.value)
+    advantage, _ = bootstrap_advantages(traj, next_values, hp)
+    flat = lambda x: x.reshape((samples,) + x.shape[2:])
+    return V.PolicyBatch(flat(traj.obs), flat(traj.action), flat(traj.log_prob),
+                         adv_lib.normalize(flat(advantage)))
+
+  def log_prob_fn_for(full):
+    def log_prob_fn(actor, obs, action):
+      p = {"params": {**full["params"], "actor": actor}}
+      return network.apply(p, obs, method=ActorCritic.policy).log_prob(action)
+    return log_prob_fn
+
+  def batch_log_prob(full, batch):
+    return network.apply(full, batch.obs, method=ActorCritic.policy).log_prob(batch.action)
+
+  def mean_gradient(gate, full, batch):
+    """∇ of the batch policy loss w.r.t. the actor, flattened [P] (= mean per-sample grad)."""
+    def loss(actor):
+      lp = batch_log_prob({"params": {**full["params"], "actor": actor}}, batch)
+      return losses.policy_loss(gate, lp, batch.behavior_log_prob, batch.advantage)
+    grad, aux = jax.grad(loss, has_aux=True)(full["params"]["actor"])
+    return jax.flatten_util.ravel_pytree(grad)[0], aux
+
+  key = jax.random.fold_in(jax.random.key(args.seed), 1)
+  k_collect, k_ref, k_sub = jax.random.split(key, 3)
+  t0 = time.time()
+  batch = collect(params, k_collect)
+  subset = jax.random.choice(k_sub, samples, (per_sample,), replace=False)
+  sub_batch = jax.tree.map(lambda x: x[subset], batch)
+  _log(f"collected {samples} transitions in {time.time() - t0:.1f} s; taking up to "
+       f"{max(staleness)} optimiser steps (Adam lr {args.drift_lr:g}, {args.drift_gate} loss, "
+       f"full batch) ...")
+
+  # 2. Make the batch stale: s optimiser steps of the policy loss after collection.
+  opt = optax.adam(args.drift_lr)
+
+  @jax.jit
+  def drift(params):
+    def step(carry, _):
+      p, o = carry
+      g = jax.grad(lambda p: losses.policy_loss(drift_gate, batch_log_prob(p, batch),
+                                                batch.behavior_log_prob, batch.advantage)[0])(p)
+      upd, o = opt.update(g, o, p)
+      p = optax.apply_updates(p, upd)
+      return (p, o), p
+    _, traj = jax.lax.scan(step, (params, opt.init(params)), None, length=max(staleness))
+    return jax.tree.map(lambda a, b: jnp.concatenate([a[None], b]), params, traj)
+
+  snapshots = drift(params)
+  reinforce = gates_lib.reinforce()
+
+  @jax.jit
+  def reference_gradient(p, key):
+    """On-policy loss gradient at θ_s (REINFORCE, w ≡ 1) from two fresh batches, and its
+    relative noise ‖g₁ − g₂‖/(2‖ḡ‖) (≈ standard deviation of the mean / its norm)."""
+    k1, k2 = jax.random.split(key)
+    g1 = mean_gradient(reinforce, p, collect(p, k1))[0]
+    g2 = mean_gradient(reinforce, p, collect(p, k2))[0]
+    mean = 0.5 * (g1 + g2)
+    return mean, jnp.linalg.norm(g1 - g2) / (2.0 * jnp.linalg.norm(mean))
+
+  @jax.jit
+  def evaluate(p, gate):
+    mean, aux = mean_gradient(gate, p, batch)
+    per = V.per_sample_policy_gradients(gate, log_prob_fn_for(p), p["params"]["actor"],
+                                        sub_batch)
+    trace = jnp.sum(jnp.var(per, axis=0, ddof=1))
+    return mean, trace, aux.acceptance_fraction
+
+  @jax.jit
+  def log_ratios(p):
+    return batch_log_prob(p, batch) - batch.behavior_log_prob
+
+  def cos(a, b):
+    return float(jnp.dot(a, b) / jnp.maximum(jnp.linalg.norm(a) * jnp.linalg.norm(b), 1e-30))
+
+  rows, ratio_rows, log_r_by_s = [], [], {}
+  for s in staleness:
+    t0 = time.time()
+    p = jax.tree.map(lambda x: x[s], snapshots)
+    reference, ref_noise = reference_gradient(p, jax.random.fold_in(k_ref, s))
+    ref_norm, ref_noise = float(jnp.linalg.norm(reference)), float(ref_noise)
+    lr_s = log_ratios(p)
+    log_r_by_s[s] = np.asarray(lr_s)
+    rs = jax.device_get(V.ratio_statistics(lr_s))
+    ratio_rows.append(dict(staleness=s, **{k: float(v) for k, v in rs._asdict().items()}))
+    results = [evaluate(p, gate) for _, gate in estimators]
+    mean_is = results[is_index][0]
+    for label, (mean, trace, acc) in zip(labels, results):
+      stats = V.gradient_statistics(mean[None], reference)  # mean-vs-reference geometry
+      mean_norm = float(jnp.linalg.norm(mean))
+      rows.append(dict(
+          env=args.env, staleness=s, estimator=label, kl=float(rs.approx_kl),
+          ess_fraction=float(rs.ess_fraction), tail_index=float(rs.tail_index),
+          ratio_max=float(rs.max), log_ratio_std=float(rs.log_std),
+          acceptance_fraction=float(acc), trace_covariance=float(trace),
+          mean_norm=mean_norm, reference_norm=ref_norm, cosine=float(stats.cosine),
+          relative_error=float(stats.relative_error), reference_relative_noise=ref_noise,
+          mean_relative_noise=math.sqrt(float(trace) / samples) / max(mean_norm, 1e-30),
+          cosine_to_is=cos(mean, mean_is),
+          relative_distance_to_is=float(jnp.linalg.norm(mean - mean_is) /
+                                        jnp.maximum(jnp.linalg.norm(mean_is), 1e-30))))
+    _log(f"staleness {s}: KL {float(rs.approx_kl):.2e}, ESS {float(rs.ess_fraction):.4f}, "
+         f"std log r {float(rs.log_std):.3f}, Hill tail index {float(rs.tail_index):.1f}, "
+         f"max r {float(rs.max):.3g}, reference noise {ref_noise:.2f} ({time.time() - t0:.1f} s)")
+  write_csv(os.path.join(out, "env_gradients.csv"), rows)
+  write_csv(os.path.join(out, "env_ratios.csv"), ratio_rows)
+  _plot_env(out, args.env, staleness, labels, rows, log_r_by_s, ratio_rows)
+  _write_summary_json(out, dict(env=args.env, train_steps=train_steps, samples=samples,
+                                per_sample_subset=per_sample, reference_samples=2 * samples,
+                                final_return=final_return, drift_gate=args.drift_gate,
+                                drift_lr=args.drift_lr, staleness=staleness))
+  _log(f"done: {out}")
+  return 0
+
+
+def _plot_env(out, env, staleness, labels, rows, log_r_by_s, ratio_rows):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  import numpy as np
+
+  cmap = plt.get_cmap("tab20")
+  colors = {label: cmap(i % 20) for i, label in enumerate(labels)}
+  fig, axes = plt.subplots(1, 4, figsize=(20, 4.6))
+  for label in labels:
+    sel = [r for r in rows if r["estimator"] == label]
+    xs = [r["staleness"] for r in sel]
+    kw = dict(marker="o", ms=3, color=colors[label], label=label,
+              lw=2.2 if label in ("is", "sigmoid(k=4)") else 1.2,
+              ls="--" if label.startswith("reinforce") else "-")
+    axes[0].plot(xs, [r["trace_covariance"] for r in sel], **kw)
+    axes[1].plot(xs, [r["cosine"] for r in sel], **kw)
+    axes[2].plot(xs, [r["relative_error"] for r in sel], **kw)
+    axes[3].plot(xs, [r["relative_distance_to_is"] for r in sel], **kw)
+  axes[0].set_yscale("log")
+  axes[0].set_ylabel("tr Cov of per-sample gradients")
+  axes[1].set_ylabel("cos(mean gradient, on-policy gradient)")
+  axes[2].set_ylabel("‖mean − on-policy‖ / ‖on-policy‖")
+  axes[3].set_ylabel("‖mean − IS mean‖ / ‖IS mean‖ (same samples)")
+  for ax in axes:
+    ax.set_xlabel("staleness s (optimiser steps after collection)")
+    ax.grid(True, alpha=0.3)
+  _figure_legend(fig, axes)
+  fig.suptitle(f"{env}: per-sample policy gradients of stale data", fontsize=11)
+  fig.tight_layout(rect=(0, 0.1, 1, 1))
+  fig.savefig(os.path.join(out, "variance_vs_staleness.png"), dpi=110)
+  plt.close(fig)
+
+  fig, ax = plt.subplots(figsize=(6.5, 4.4))
+  for s in staleness:
+    lr = log_r_by_s[s]
+    if np.std(lr) < 1e-6:  # on-policy: r ≡ 1 up to float rounding
+      ax.axvline(0.0, color="k", lw=1, label=f"s={s}: r ≡ 1 (on-policy)")
+      continue
+    info = next(r for r in ratio_rows if r["staleness"] == s)
+    ax.hist(lr, bins=80, histtype="step", density=True, lw=1.3,
+            label=f"s={s}: std(log r)={info['log_std']:.3f}, Hill α̂={info['tail_index']:.2f}")
+  ax.set_yscale("log")
+  ax.set_xlabel("log r = log π_θs − log π_old")
+  ax.set_ylabel("density")
+  ax.set_title(f"{env}: distribution of the ratios of stale data")
+  ax.legend(fontsize=8)
+  ax.grid(True, alpha=0.3)
+  fig.tight_layout()
+  fig.savefig(os.path.join(out, "ratio_distribution.png"), dpi=110)
+  plt.close(fig)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
