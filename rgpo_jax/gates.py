@@ -110,8 +110,12 @@ def _positive(gate, **kwargs):
     _check(gate, name, value, lambda v: v > 0, "> 0 (finite)")
 
 
-def _param(value) -> Array:
-  return jnp.asarray(value, dtype=jnp.result_type(float))
+def _param(value):
+  """Python numbers stay Python floats (weakly typed: exact in float64, no promotion of float32
+  math); arrays and tracers (e.g. a vmapped sweep axis) pass through."""
+  if isinstance(value, (int, float)):
+    return float(value)
+  return value
 
 
 def _by_sign(advantage, positive, negative):

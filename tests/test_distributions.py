@@ -1,0 +1,53 @@
+"""Distributions: log-probs and entropies against closed forms and numerical integration."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import integrate, stats
+
+from rgpo_jax import distributions as D
+
+pytestmark = pytest.mark.usefixtures("x64")
+
+
+def test_categorical_log_prob_and_entropy():
+  logits = jnp.array([[0.1, 1.0, -2.0], [3.0, 3.0, 3.0]])
+  p = np.exp(np.asarray(logits)) / np.exp(np.asarray(logits)).sum(-1, keepdims=True)
+  dist = D.Categorical(logits)
+  np.testing.assert_allclose(dist.log_prob(jnp.array([1, 2])), np.log([p[0, 1], p[1, 2]]))
+  np.testing.assert_allclose(dist.entropy(), -(p * np.log(p)).sum(-1), rtol=1e-12)
+  assert float(dist.entropy()[1]) == pytest.approx(math.log(3))
+
+
+def test_gaussian_log_prob_and_entropy_match_scipy():
+  mean, log_std = jnp.array([0.3, -1.0]), jnp.array([-0.5, 0.2])
+  x = jnp.array([1.0, 0.5])
+  dist = D.Gaussian(mean, log_std)
+  std = np.exp(np.asarray(log_std))
+  assert float(dist.log_prob(x)) == pytest.approx(
+      stats.norm(np.asarray(mean), std).logpdf(np.asarray(x)).sum(), rel=1e-12)
+  assert float(dist.entropy()) == pytest.approx(stats.norm(0, std).entropy().sum(), rel=1e-12)
+
+
+def test_tanh_gaussian_density_integrates_to_one_and_entropy_estimate_is_unbiased():
+  mean, log_std = 0.4, -0.3
+  dist = D.TanhGaussian(jnp.array([mean]), jnp.array([log_std]))
+  density = lambda a: float(jnp.exp(dist.log_prob(jnp.array([a]))))
+  total, _ = integrate.quad(density, -1 + 1e-9, 1 - 1e-9, limit=200)
+  assert total == pytest.approx(1.0, abs=1e-6)
+  exact_entropy, _ = integrate.quad(lambda a: -density(a) * math.log(max(density(a), 1e-300)),
+                                    -1 + 1e-9, 1 - 1e-9, limit=200)
+  keys = jax.random.split(jax.random.key(0), 200_000)
+  estimate = jax.vmap(lambda k: dist.entropy(k))(keys)
+  assert float(jnp.mean(estimate)) == pytest.approx(exact_entropy, abs=4 * float(jnp.std(estimate)) / math.sqrt(2e5))
+
+
+def test_tanh_gaussian_samples_lie_in_open_interval_and_mode_is_tanh_mean():
+  dist = D.TanhGaussian(jnp.zeros(3) + 2.0, jnp.zeros(3))
+  a = dist.sample(jax.random.key(1))
+  assert a.shape == (3,) and bool(jnp.all(jnp.abs(a) < 1))
+  np.testing.assert_allclose(dist.mode(), np.tanh(2.0) * np.ones(3))
+  assert bool(jnp.all(jnp.isfinite(dist.log_prob(jnp.ones(3)))))  # a rounded-to-1 action
