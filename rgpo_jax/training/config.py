@@ -1,0 +1,259 @@
+"""Training configuration: static settings, traced hyperparameters, validation before compile.
+
+`TrainConfig` is one frozen dataclass. Fields split in two kinds:
+- static (shapes, env, algorithm family, switches): fixed in the compiled program;
+- sweepable (`SWEEPABLE`: gate parameters, learning rate, coefficients, γ, λ): passed to the
+  compiled program as traced arrays (`HParams`), so one program trains many settings via vmap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from rgpo_jax import gates
+
+# algo -> (gate family, config fields that are its parameters)
+ALGOS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "rgpo": ("sigmoid", ("k",)),
+    "ppo": ("ppo_clip", ("epsilon",)),
+    "importance": ("importance", ()),
+    "reinforce": ("reinforce", ()),
+    "sapo": ("sapo", ("tau", "tau_neg")),
+    "erf": ("erf", ("tau", "tau_neg")),
+    "arctan": ("arctan", ("tau", "tau_neg")),
+    "softsign": ("softsign", ("tau", "tau_neg")),
+    "truncated": ("truncated", ("low", "high")),
+}
+
+# Fields that a sweep may vary (traced in the compiled program).
+SWEEPABLE = ("k", "epsilon", "tau", "tau_neg", "low", "high", "lr", "ent_coef", "vf_coef",
+             "max_grad_norm", "gamma", "gae_lambda", "value_clip_epsilon")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Everything that defines a training run (defaults: PureJaxRL's CartPole PPO settings).
+
+  Environment:
+    env: Gymnax id (e.g. "CartPole-v1", "Breakout-MinAtar") or "brax:<name>".
+    env_kwargs: extra keyword arguments for the environment constructor.
+    normalize_obs: running mean/var observation normalisation (off for Gymnax by default).
+  Algorithm (the gate):
+    algo: one of `ALGOS`; k (rgpo sharpness), epsilon (ppo clip), tau / tau_neg (sapo, erf,
+      arctan, softsign temperatures; None = family default), low / high (truncated band).
+  Rollout / optimisation:
+    num_envs, num_steps: parallel environments and steps per rollout (batch = their product).
+    total_steps: environment steps per run; updates = total_steps // (num_envs·num_steps).
+    update_epochs, num_minibatches: passes over each batch and minibatches per pass.
+    lr, anneal_lr: Adam learning rate, linearly annealed to 0 over training if set.
+    gamma, gae_lambda: discount and GAE λ.
+    ent_coef, vf_coef: entropy bonus and value-loss coefficients.
+    max_grad_norm: global gradient-norm clip (0 or less disables it).
+    clip_value, value_clip_epsilon: PPO-style value clipping.
+    normalize_advantages: per-minibatch advantage normalisation.
+  Network: hidden (widths), activation.
+  Diagnostics: kl_spike_threshold (a KL spike is approx KL(π_old‖π_new) > threshold).
+  Host loop: updates_per_chunk (updates per compiled chunk; 0 = automatic, a divisor of the
+    number of updates near 1/20 of it).
+  """
+
+  env: str = "CartPole-v1"
+  env_kwargs: tuple[tuple[str, Any], ...] = ()
+  normalize_obs: bool = False
+  algo: str = "rgpo"
+  k: float = 4.0
+  epsilon: float = 0.2
+  tau: float | None = None
+  tau_neg: float | None = None
+  low: float = 0.5
+  high: float = 2.0
+  num_envs: int = 4
+  num_steps: int = 128
+  total_steps: int = 500_000
+  update_epochs: int = 4
+  num_minibatches: int = 4
+  lr: float = 2.5e-4
+  anneal_lr: bool = True
+  gamma: float = 0.99
+  gae_lambda: float = 0.95
+  ent_coef: float = 0.01
+  vf_coef: float = 0.5
+  max_grad_norm: float = 0.5
+  clip_value: bool = True
+  value_clip_epsilon: float = 0.2
+  normalize_advantages: bool = True
+  hidden: tuple[int, ...] = (64, 64)
+  activation: str = "tanh"
+  kl_spike_threshold: float = 0.04
+  updates_per_chunk: int = 0
+
+  # ------------------------------------------------------------------------------------------
+  @property
+  def batch_size(self) -> int:
+    return self.num_envs * self.num_steps
+
+  @property
+  def minibatch_size(self) -> int:
+    return self.batch_size // self.num_minibatches
+
+  @property
+  def num_updates(self) -> int:
+    return self.total_steps // self.batch_size
+
+  @property
+  def gate_family(self) -> str:
+    return ALGOS[self.algo][0]
+
+  @property
+  def chunk_size(self) -> int:
+    """Updates per compiled chunk (see `updates_per_chunk`)."""
+    if self.updates_per_chunk > 0:
+      return min(self.updates_per_chunk, self.num_updates)
+    return auto_chunk_size(self.num_updates)
+
+  def replace(self, **changes) -> "TrainConfig":
+    return dataclasses.replace(self, **changes)
+
+  def to_dict(self) -> dict[str, Any]:
+    d = dataclasses.asdict(self)
+    d["env_kwargs"] = dict(self.env_kwargs)
+    d["hidden"] = list(self.hidden)
+    return d
+
+  @classmethod
+  def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    d = dict(d)
+    unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+      raise ValueError(f"unknown config fields {unknown}")
+    if "env_kwargs" in d:
+      d["env_kwargs"] = tuple(sorted(dict(d["env_kwargs"]).items()))
+    if "hidden" in d:
+      d["hidden"] = tuple(int(h) for h in d["hidden"])
+    return cls(**d)
+
+  # ------------------------------------------------------------------------------------------
+  def gate_params(self) -> dict[str, float]:
+    """The gate family's keyword parameters for `gates.make` (family defaults filled in)."""
+    family = self.gate_family
+    if family == "sigmoid":
+      return {"k": self.k}
+    if family == "ppo_clip":
+      return {"epsilon": self.epsilon}
+    if family == "sapo":
+      return {"tau_pos": 1.0 if self.tau is None else self.tau,
+              "tau_neg": 1.05 if self.tau_neg is None else self.tau_neg}
+    if family in ("erf", "arctan", "softsign"):
+      tau = 1.0 if self.tau is None else self.tau
+      return {"tau": tau, "tau_neg": tau if self.tau_neg is None else self.tau_neg}
+    if family == "truncated":
+      return {"low": self.low, "high": self.high}
+    return {}
+
+  def validate(self) -> "TrainConfig":
+    """Check every field; raise ValueError naming the bad value and what is allowed."""
+    from rgpo_jax.envs import check_env_name
+    from rgpo_jax.networks import ACTIVATIONS
+    if self.algo not in ALGOS:
+      raise ValueError(f"unknown algo {self.algo!r}; allowed: {', '.join(ALGOS)}")
+    check_env_name(self.env)
+    for name in ("num_envs", "num_steps", "total_steps", "update_epochs", "num_minibatches"):
+      v = getattr(self, name)
+      if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {name}={v!r}")
+    if self.batch_size % self.num_minibatches:
+      raise ValueError(
+          f"num_minibatches={self.num_minibatches} must divide the batch num_envs×num_steps = "
+          f"{self.num_envs}×{self.num_steps} = {self.batch_size}")
+    if self.num_updates < 1:
+      raise ValueError(f"total_steps={self.total_steps} must be at least one batch "
+                       f"(num_envs×num_steps = {self.batch_size})")
+    if self.updates_per_chunk < 0:
+      raise ValueError(f"updates_per_chunk must be >= 0 (0 = automatic), got "
+                       f"{self.updates_per_chunk!r}")
+    _in_range("lr", self.lr, lambda v: v > 0, "> 0")
+    _in_range("gamma", self.gamma, lambda v: 0 <= v <= 1, "in [0, 1]")
+    _in_range("gae_lambda", self.gae_lambda, lambda v: 0 <= v <= 1, "in [0, 1]")
+    _in_range("ent_coef", self.ent_coef, lambda v: v >= 0, ">= 0")
+    _in_range("vf_coef", self.vf_coef, lambda v: v >= 0, ">= 0")
+    _in_range("max_grad_norm", self.max_grad_norm, lambda v: True, "a number (<= 0 disables)")
+    _in_range("value_clip_epsilon", self.value_clip_epsilon, lambda v: v > 0, "> 0")
+    _in_range("kl_spike_threshold", self.kl_spike_threshold, lambda v: v > 0, "> 0")
+    if not self.hidden or any(int(h) <= 0 for h in self.hidden):
+      raise ValueError(f"hidden must be positive layer widths, got hidden={self.hidden!r}")
+    if self.activation not in ACTIVATIONS:
+      raise ValueError(f"unknown activation {self.activation!r}; allowed: "
+                       f"{', '.join(ACTIVATIONS)}")
+    # Gate parameters: the gate constructors check their own ranges.
+    family = self.gate_family
+    gates.make(family, **self.gate_params())
+    return self
+
+
+def _in_range(name, value, ok, allowed):
+  try:
+    v = float(value)
+  except (TypeError, ValueError):
+    raise ValueError(f"{name} must be a number {allowed}, got {name}={value!r}") from None
+  if not (math.isfinite(v) and ok(v)):
+    raise ValueError(f"{name} must be {allowed}, got {name}={value!r}")
+
+
+def auto_chunk_size(num_updates: int) -> int:
+  """A divisor of `num_updates` close to num_updates/20 (so every chunk has the same size).
+
+  Falls back to ⌈num_updates/20⌉ (with one smaller final chunk, compiled once more) when no
+  divisor lies within a factor 2 of the target.
+  """
+  target = max(1, num_updates // 20)
+  best = None
+  for d in range(max(1, target // 2), min(num_updates, 2 * target) + 1):
+    if num_updates % d == 0 and (best is None or abs(d - target) < abs(best - target)):
+      best = d
+  return best if best is not None else max(1, math.ceil(num_updates / 20))
+
+
+# ---------------------------------------------------------------------------------------------
+# Traced hyperparameters.
+
+
+class HParams(NamedTuple):
+  """The traced (vmappable) hyperparameters of one run; leaves are float32 scalars ([H] or
+  [R] when stacked for a sweep)."""
+
+  gate: dict[str, jax.Array]
+  lr: jax.Array
+  ent_coef: jax.Array
+  vf_coef: jax.Array
+  max_grad_norm: jax.Array
+  gamma: jax.Array
+  gae_lambda: jax.Array
+  value_clip_epsilon: jax.Array
+
+
+def gate_template(config: TrainConfig) -> gates.Gate:
+  """The run's gate built (and range-checked) on the host from concrete config values.
+
+  Inside the compiled program the gate is rebuilt as `dataclasses.replace(template,
+  params=hparams.gate)` with traced parameters (the constructors' checks need concrete values).
+  """
+  return gates.make(config.gate_family, **config.gate_params())
+
+
+def hparams_from_config(config: TrainConfig) -> HParams:
+  f = lambda v: jnp.asarray(v, jnp.float32)
+  return HParams(
+      gate={k: f(v) for k, v in gate_template(config).params.items()},
+      lr=f(config.lr), ent_coef=f(config.ent_coef), vf_coef=f(config.vf_coef),
+      max_grad_norm=f(config.max_grad_norm), gamma=f(config.gamma),
+      gae_lambda=f(config.gae_lambda), value_clip_epsilon=f(config.value_clip_epsilon))
+
+
+def stack_hparams(hparams: list[HParams]) -> HParams:
+  """Stack per-setting HParams into one with a leading axis."""
+  return jax.tree.map(lambda *xs: jnp.stack(xs), *hparams)

@@ -1,0 +1,167 @@
+"""Sweeps: S seeds × H hyperparameter settings in one compiled program, split across devices.
+
+Runs are flattened to R = H·S (setting-major: run r = h·S + s), each with its own traced
+`HParams` and PRNG key, and `vmap`ped. Seed s uses the same key in every setting (common random
+numbers, so settings are compared on equal footing). With several devices, the R runs are split
+along a device mesh with `shard_map` (each device vmaps its share; no communication).
+
+CPU caveat (../shared/PITFALLS.md): several forced host CPU devices each vmapping >= 2 runs of
+a PPO program have been seen to hang. On CPU, runs are therefore split across devices only with
+exactly one run per device (start the process with `jax_num_cpu_devices = R` to get that);
+otherwise all runs are vmapped on one device.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from rgpo_jax.training.config import (ALGOS, SWEEPABLE, HParams, TrainConfig, hparams_from_config,
+                                      stack_hparams)
+from rgpo_jax.training.train import Trainer, TrainState
+
+RUN_AXIS = "runs"
+
+
+def expand_grid(grid: dict[str, Sequence[Any]] | None) -> list[dict[str, Any]]:
+  """Cartesian product of `grid` ({field: values}) as a list of settings, first key slowest."""
+  if not grid:
+    return [{}]
+  names = list(grid)
+  return [dict(zip(names, values)) for values in itertools.product(*(grid[n] for n in names))]
+
+
+def check_grid(config: TrainConfig, grid: dict[str, Sequence[Any]] | None) -> list[TrainConfig]:
+  """Validate a sweep before compiling: one validated `TrainConfig` per setting.
+
+  Raises ValueError for a field that cannot be swept, a gate parameter the algorithm does not
+  have, an empty value list, or any setting's out-of-range value (named in the message).
+  """
+  grid = grid or {}
+  for name, values in grid.items():
+    if name not in SWEEPABLE:
+      raise ValueError(f"cannot sweep {name!r}; sweepable fields: {', '.join(SWEEPABLE)}")
+    gate_fields = {"k", "epsilon", "tau", "tau_neg", "low", "high"}
+    algo_fields = ALGOS.get(config.algo, (None, ()))[1]
+    if name in gate_fields and name not in algo_fields:
+      raise ValueError(f"{name} is not a parameter of algo {config.algo!r} (its gate parameters: "
+                       f"{', '.join(algo_fields) or 'none'})")
+    if len(values) == 0:
+      raise ValueError(f"sweep over {name!r} needs at least one value")
+  return [config.replace(**setting).validate() for setting in expand_grid(grid)]
+
+
+class Sweep:
+  """A compiled sweep of `num_seeds` seeds × the settings of `grid` around one `Trainer`."""
+
+  def __init__(self, config: TrainConfig, grid: dict[str, Sequence[Any]] | None = None,
+               num_seeds: int = 1, seed: int = 0, devices: Sequence[jax.Device] | None = None):
+    if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds <= 0:
+      raise ValueError(f"seeds must be a positive integer, got seeds={num_seeds!r}")
+    self.config = config
+    self.grid = {k: list(v) for k, v in (grid or {}).items()}
+    self.configs = check_grid(config, self.grid)
+    self.settings = expand_grid(self.grid)
+    self.num_settings, self.num_seeds = len(self.settings), num_seeds
+    self.num_runs = self.num_settings * num_seeds
+    self.trainer = Trainer(config)
+    hp = stack_hparams([hparams_from_config(c) for c in self.configs])  # [H]
+    self.hparams = jax.tree.map(lambda x: jnp.repeat(x, num_seeds, axis=0), hp)  # [R]
+    seed_keys = jax.random.split(jax.random.key(seed), num_seeds)
+    self.keys = jnp.tile(seed_keys, (self.num_settings,))  # [R], run h·S + s gets seed s
+    self.seed_of_run = np.tile(np.arange(num_seeds), self.num_settings)
+    self.setting_of_run = np.repeat(np.arange(self.num_settings), num_seeds)
+    self.devices = self._choose_devices(devices)
+    self.mesh = Mesh(np.asarray(self.devices), (RUN_AXIS,))
+    self._chunks = {}
+
+  def _choose_devices(self, devices):
+    devices = list(devices if devices is not None else jax.devices())
+    r = self.num_runs
+    if devices[0].platform == "cpu":
+      return devices[:r] if len(devices) >= r else devices[:1]
+    d = max(n for n in range(1, min(len(devices), r) + 1) if r % n == 0)
+    return devices[:d]
+
+  # ------------------------------------------------------------------------------------------
+  def _sharded(self, fn):
+    """jit(shard_map(vmap(fn))) over the run axis (plain jit(vmap) on one device)."""
+    vfn = jax.vmap(fn)
+    if len(self.devices) == 1:
+      return jax.jit(vfn)
+    return jax.jit(jax.shard_map(vfn, mesh=self.mesh, in_specs=P(RUN_AXIS),
+                                 out_specs=P(RUN_AXIS), check_vma=False))
+
+  def place(self, tree):
+    """Put [R, ...] arrays on the sweep's devices (split along the run axis)."""
+    if len(self.devices) == 1:
+      return jax.device_put(tree, self.devices[0])
+    return jax.device_put(tree, NamedSharding(self.mesh, P(RUN_AXIS)))
+
+  def init(self) -> TrainState:
+    """Initial states of all runs, [R, ...]."""
+    init = self._sharded(lambda key, hp: self.trainer.init(key, hp))
+    return init(self.place(self.keys), self.place(self.hparams))
+
+  def compile_chunk(self, state: TrainState, num_updates: int):
+    """AOT-compiled `chunk(state, hparams) -> (state, metrics[R, num_updates])` (cached)."""
+    if num_updates not in self._chunks:
+      fn = self._sharded(lambda s, hp: self.trainer.train_chunk(s, hp, num_updates))
+      self._chunks[num_updates] = fn.lower(state, self.place(self.hparams)).compile()
+    return self._chunks[num_updates]
+
+  def chunk_sizes(self) -> list[int]:
+    """Sizes of the chunks covering all updates (equal, plus one smaller final if needed)."""
+    total, size = self.config.num_updates, self.config.chunk_size
+    sizes = [size] * (total // size)
+    if total % size:
+      sizes.append(total % size)
+    return sizes
+
+  def run(self) -> tuple[TrainState, dict[str, np.ndarray]]:
+    """The whole sweep without a host loop: final state and metrics with [H, S, U] leading axes."""
+    state = self.init()
+    metrics = []
+    for size in self.chunk_sizes():
+      state, m = self.compile_chunk(state, size)(state, self.place(self.hparams))
+      metrics.append(m)
+    return state, self.reshape(jax.device_get(
+        jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=1), *metrics)))
+
+  def reshape(self, metrics: dict[str, Any]) -> dict[str, np.ndarray]:
+    """[R, ...] → [H, S, ...]."""
+    return {k: np.asarray(v).reshape((self.num_settings, self.num_seeds) + np.shape(v)[1:])
+            for k, v in metrics.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Data-parallel training of one run over devices.
+
+
+def data_parallel_train(trainer: Trainer, key: jax.Array, hp: HParams, num_updates: int,
+                        devices: Sequence[jax.Device] | None = None, axis_name: str = "dp"):
+  """Train one run data-parallel over `devices`: each holds `num_envs` envs, gradients (and
+  observation statistics, metrics) are `pmean`-ed, so the global batch is
+  devices × num_envs × num_steps. Returns (per-device states [D, ...], metrics [D, U]); all
+  devices hold the same params.
+
+  The same per-device program under `jax.vmap(..., axis_name=axis_name)` on one device gives
+  the same result (tests/test_train_data_parallel.py checks this on 2 host devices).
+  """
+  devices = list(devices if devices is not None else jax.devices())
+  mesh = Mesh(np.asarray(devices), (axis_name,))
+
+  def per_device(keys):
+    state = trainer.init(keys[0], hp, axis_name=axis_name)
+    state, metrics = trainer.train_chunk(state, hp, num_updates, axis_name=axis_name)
+    return jax.tree.map(lambda x: x[None], (state, metrics))
+
+  keys = jnp.stack([key] * len(devices))
+  fn = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=P(axis_name),
+                             out_specs=P(axis_name), check_vma=False))
+  return fn(jax.device_put(keys, NamedSharding(mesh, P(axis_name))))

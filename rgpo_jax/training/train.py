@@ -1,0 +1,302 @@
+"""The on-device trainer: rollout, GAE, minibatch epochs with any gate, as `lax.scan`s.
+
+One code path for every algorithm: the gate (`config.algo` → `gates.make`) is the only thing
+that differs between RGPO, PPO, IS, REINFORCE, SAPO, ... (see ARCHITECTURE.md).
+
+    TrainState ──update──► rollout (scan over num_steps, vmapped envs)
+                           V(final_obs) in one batched critic call → next_values
+                           advantages.gae (terminated: no bootstrap; truncated: bootstrap)
+                           epochs × minibatches: losses.policy_loss(gate) + value + entropy
+                           (lax.pmean over `axis_name` when data-parallel) → Adam
+                           metrics: returns, KL(π_old‖π_new), gate statistics, ...
+
+`Trainer(config)` holds the static parts (env, network); its methods are pure functions of a
+`TrainState` and traced `HParams`, so they jit, vmap (sweeps) and shard (devices).
+`make_train(config)(key)` runs a whole training in one compiled program.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from rgpo_jax import advantages as adv_lib
+from rgpo_jax import gates as gates_lib
+from rgpo_jax import losses
+from rgpo_jax import normalization
+from rgpo_jax.envs import Env, make_env
+from rgpo_jax.networks import ActorCritic
+from rgpo_jax.training.config import HParams, TrainConfig, gate_template, hparams_from_config
+
+Array = jax.Array
+
+
+class TrainState(NamedTuple):
+  """Everything a bit-exact resume needs.
+
+  params: network parameters; opt_state: Adam moments and count; env_state: batched env
+  states [B]; obs: last observations [B, *obs_shape] (raw); obs_stats: running observation
+  statistics (`normalization.RunningStats`); key: PRNG key; update: updates done ([] int32).
+  """
+
+  params: Any
+  opt_state: Any
+  env_state: Any
+  obs: Array
+  obs_stats: normalization.RunningStats
+  key: Array
+  update: Array
+
+
+class Transition(NamedTuple):
+  """One rollout step for the whole env batch (time-major [T, B, ...] after the scan)."""
+
+  obs: Array
+  action: Array
+  log_prob: Array
+  value: Array
+  reward: Array
+  terminated: Array
+  truncated: Array
+  final_obs: Array
+  episode_return: Array
+  episode_length: Array
+
+
+# Per-update metric names, in the order they are written.
+METRICS = ("episode_return", "episode_length", "episodes", "approx_kl", "kl_spike", "gate_mean",
+           "acceptance_fraction", "rejection_fraction", "effective_update_ratio", "weight_mean",
+           "weight_max", "ratio_max", "entropy", "policy_loss", "value_loss", "grad_norm", "lr")
+
+
+def bootstrap_advantages(traj: Transition, next_values: Array, hp: HParams) -> tuple[Array, Array]:
+  """GAE for a rollout: next_values[t] = V(s'_t), the value of the *true* next observation.
+
+  For a step inside an episode s'_t = obs[t+1]; where an episode ended, s'_t is the final
+  observation before the auto-reset: a truncated step bootstraps from it, a terminated step
+  does not (gae masks it).
+  """
+  return adv_lib.gae(traj.reward, traj.value, next_values, traj.terminated, traj.truncated,
+                     hp.gamma, hp.gae_lambda)
+
+
+def minibatch_permutations(key: Array, num: int, n: int) -> Array:
+  """`num` independent random permutations of range(n), [num, n] int32, with one sort.
+
+  For n ≤ 2¹² each entry is packed into one uint32 sort key, (random bits << b) | index with
+  b = ⌈log₂ n⌉, so a single-operand sort (much faster on CPU than the key-value sort of
+  `jax.random.permutation`) yields the permutation in the low bits. Ties in the ≥ 20 random
+  bits are broken by index, a bias below 2⁻²⁰ per pair. Larger n use `jax.random.permutation`.
+  """
+  b = max(1, (n - 1).bit_length())
+  if b > 12:
+    return jax.vmap(lambda k: jax.random.permutation(k, n))(jax.random.split(key, num))
+  bits = jax.random.bits(key, (num, n), jnp.uint32)
+  mask = jnp.uint32((1 << b) - 1)
+  packed = (bits & ~mask) | jnp.arange(n, dtype=jnp.uint32)
+  return (jnp.sort(packed, axis=-1) & mask).astype(jnp.int32)
+
+
+class Trainer:
+  """Static parts of training (env, network, shapes) and the pure functions that use them."""
+
+  def __init__(self, config: TrainConfig, env: Env | None = None):
+    self.config = config.validate()
+    self.env = env if env is not None else make_env(config.env, **dict(config.env_kwargs))
+    spec = self.env.spec
+    self.network = ActorCritic(action_kind=spec.action_kind, action_size=spec.action_size,
+                               obs_ndim=len(spec.obs_shape), hidden=tuple(config.hidden),
+                               activation=config.activation)
+    self.tx = optax.scale_by_adam(eps=1e-5)
+    self._gate_template = gate_template(self.config)
+
+  # ------------------------------------------------------------------------------------------
+  def gate(self, hp: HParams) -> gates_lib.Gate:
+    """The gate with the (traced) parameters of `hp` (structure from `gate_template`)."""
+    return dataclasses.replace(self._gate_template, params=hp.gate)
+
+  def _norm(self, stats, obs):
+    if self.config.normalize_obs:
+      return normalization.normalize(stats, obs)
+    return obs
+
+  def init(self, key: Array, hp: HParams, axis_name: str | None = None) -> TrainState:
+    """Initial state. With `axis_name`, params are shared and envs differ per device."""
+    del hp
+    cfg, spec = self.config, self.env.spec
+    k_params, k_env, k_state = jax.random.split(key, 3)
+    if axis_name is not None:
+      k_env = jax.random.fold_in(k_env, jax.lax.axis_index(axis_name))
+    dummy = jnp.zeros((1,) + spec.obs_shape, jnp.float32)
+    params = self.network.init(k_params, dummy)
+    env_state, obs = jax.vmap(self.env.reset)(jax.random.split(k_env, cfg.num_envs))
+    stats = normalization.init(spec.obs_shape)
+    if cfg.normalize_obs:
+      stats = normalization.update(stats, obs, axis_name)
+    return TrainState(params, self.tx.init(params), env_state, obs, stats, k_state,
+                      jnp.zeros((), jnp.int32))
+
+  # ------------------------------------------------------------------------------------------
+  def rollout(self, params, env_state, obs, stats, key):
+    """`num_steps` steps of `num_envs` envs: (env_state, obs, Transition[T, B])."""
+    cfg = self.config
+
+    def step(carry, key):
+      env_state, obs = carry
+      k_act, k_env = jax.random.split(key)
+      dist, value = self.network.apply(params, self._norm(stats, obs))
+      action = dist.sample(k_act)
+      log_prob = dist.log_prob(action)
+      env_state, ts = jax.vmap(self.env.step)(jax.random.split(k_env, cfg.num_envs), env_state,
+                                              action)
+      tr = Transition(obs, action, log_prob, value, ts.reward, ts.terminated, ts.truncated,
+                      ts.final_obs, ts.episode_return, ts.episode_length)
+      return (env_state, ts.obs), tr
+
+    (env_state, obs), traj = jax.lax.scan(step, (env_state, obs),
+                                          jax.random.split(key, cfg.num_steps))
+    return env_state, obs, traj
+
+  def loss(self, params, hp: HParams, batch):
+    """Total loss on a minibatch and its diagnostics."""
+    cfg = self.config
+    obs, action, old_log_prob, old_value, advantage, target = batch
+    dist, value = self.network.apply(params, obs)
+    log_prob = dist.log_prob(action)
+    if cfg.normalize_advantages:
+      advantage = adv_lib.normalize(advantage)
+    pg_loss, aux = losses.policy_loss(self.gate(hp), log_prob, old_log_prob, advantage)
+    if cfg.clip_value:
+      v_loss = losses.value_loss(value, target, old_value=old_value,
+                                 clip_epsilon=hp.value_clip_epsilon)
+    else:
+      v_loss = losses.value_loss(value, target)
+    entropy = dist.entropy()
+    ent_loss = losses.entropy_loss(entropy)
+    total = pg_loss + hp.vf_coef * v_loss + hp.ent_coef * ent_loss
+    return total, (pg_loss, v_loss, -ent_loss, aux)
+
+  def update(self, state: TrainState, hp: HParams,
+             axis_name: str | None = None) -> tuple[TrainState, dict[str, Array]]:
+    """One PPO-style update: rollout, advantages, `update_epochs` × `num_minibatches` steps.
+
+    With `axis_name` (inside pmap / shard_map over devices), gradients, observation statistics
+    and metrics are averaged over that axis: data-parallel training with a global batch of
+    devices × num_envs × num_steps.
+    """
+    cfg, spec = self.config, self.env.spec
+    key, k_roll, k_perm = jax.random.split(state.key, 3)
+    if axis_name is not None:
+      idx = jax.lax.axis_index(axis_name)
+      k_roll, k_perm = jax.random.fold_in(k_roll, idx), jax.random.fold_in(k_perm, idx)
+    params, stats = state.params, state.obs_stats
+    env_state, last_obs, traj = self.rollout(params, state.env_state, state.obs, stats, k_roll)
+
+    # V(s'_t) for every step in one batched critic call (see bootstrap_advantages).
+    final_obs = self._norm(stats, traj.final_obs)
+    next_values = self.network.apply(params, final_obs, method=ActorCritic.value)
+    advantage, target = bootstrap_advantages(traj, next_values, hp)
+
+    n = cfg.batch_size
+    flat = lambda x: x.reshape((n,) + x.shape[2:])
+    batch = (flat(self._norm(stats, traj.obs)), flat(traj.action), flat(traj.log_prob),
+             flat(traj.value), flat(advantage), flat(target))
+
+    if cfg.anneal_lr:
+      lr = hp.lr * (1.0 - state.update.astype(jnp.float32) / cfg.num_updates)
+    else:
+      lr = hp.lr
+
+    grad_fn = jax.value_and_grad(self.loss, has_aux=True)
+
+    def minibatch_step(carry, mb):
+      params, opt_state = carry
+      (_, (pg, vl, ent, aux)), grads = grad_fn(params, hp, mb)
+      if axis_name is not None:
+        grads = jax.lax.pmean(grads, axis_name)
+      grad_norm = optax.global_norm(grads)
+      scale = jnp.where((hp.max_grad_norm > 0) & (grad_norm > hp.max_grad_norm),
+                        hp.max_grad_norm / jnp.maximum(grad_norm, 1e-12), 1.0)
+      grads = jax.tree.map(lambda g: g * scale, grads)
+      updates, opt_state = self.tx.update(grads, opt_state)
+      params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
+      return (params, opt_state), (pg, vl, ent, grad_norm, aux)
+
+    # All epochs' minibatches with one sort and one gather: [E·M, minibatch, ...].
+    perm = minibatch_permutations(k_perm, cfg.update_epochs, n).reshape(-1)
+    shuffled = jax.tree.map(
+        lambda x: jnp.take(x, perm, axis=0).reshape(
+            (cfg.update_epochs * cfg.num_minibatches, cfg.minibatch_size) + x.shape[1:]), batch)
+    (params, opt_state), (pg, vl, ent, gn, aux) = jax.lax.scan(
+        minibatch_step, (params, state.opt_state), shuffled)
+
+    # KL(π_old‖π_new) over the whole update, on the rollout's own samples (k3 estimator).
+    new_log_prob = self.network.apply(params, batch[0], method=ActorCritic.policy).log_prob(
+        batch[1])
+    approx_kl = jnp.mean(losses.kl_k3(batch[2], new_log_prob))
+
+    if cfg.normalize_obs:
+      stats = normalization.update(stats, traj.obs, axis_name)
+
+    done = jnp.logical_or(traj.terminated, traj.truncated).astype(jnp.float32)
+    sums = {"episodes": jnp.sum(done), "ret": jnp.sum(traj.episode_return * done),
+            "len": jnp.sum(traj.episode_length.astype(jnp.float32) * done)}
+    means = {
+        "approx_kl": approx_kl, "gate_mean": jnp.mean(aux.gate_mean),
+        "acceptance_fraction": jnp.mean(aux.acceptance_fraction),
+        "rejection_fraction": jnp.mean(aux.rejection_fraction),
+        "effective_update_ratio": jnp.mean(aux.effective_update_ratio),
+        "weight_mean": jnp.mean(aux.weight_mean), "entropy": jnp.mean(ent),
+        "policy_loss": jnp.mean(pg), "value_loss": jnp.mean(vl), "grad_norm": jnp.mean(gn),
+        "lr": jnp.asarray(lr, jnp.float32)}
+    maxes = {"weight_max": jnp.max(aux.weight_max), "ratio_max": jnp.max(aux.ratio_max)}
+    if axis_name is not None:
+      sums = jax.lax.psum(sums, axis_name)
+      means = jax.lax.pmean(means, axis_name)
+      maxes = jax.lax.pmax(maxes, axis_name)
+    episodes = sums["episodes"]
+    safe = jnp.maximum(episodes, 1.0)
+    metrics = dict(means, **maxes)
+    metrics.update(
+        episode_return=jnp.where(episodes > 0, sums["ret"] / safe, jnp.nan),
+        episode_length=jnp.where(episodes > 0, sums["len"] / safe, jnp.nan),
+        episodes=episodes,
+        kl_spike=(approx_kl > cfg.kl_spike_threshold).astype(jnp.float32))
+    metrics = {name: metrics[name] for name in METRICS}
+    new_state = TrainState(params, opt_state, env_state, last_obs, stats, key, state.update + 1)
+    return new_state, metrics
+
+  # ------------------------------------------------------------------------------------------
+  def train_chunk(self, state: TrainState, hp: HParams, num_updates: int,
+                  axis_name: str | None = None) -> tuple[TrainState, dict[str, Array]]:
+    """`num_updates` updates as one scan; metrics have a leading [num_updates] axis."""
+    return jax.lax.scan(lambda s, _: self.update(s, hp, axis_name), state, None,
+                        length=num_updates)
+
+  def train(self, key: Array, hp: HParams | None = None) -> tuple[TrainState, dict[str, Array]]:
+    """A whole run (init + all updates) as one pure function of the key."""
+    hp = hparams_from_config(self.config) if hp is None else hp
+    state = self.init(key, hp)
+    return self.train_chunk(state, hp, self.config.num_updates)
+
+
+def make_train(config: TrainConfig):
+  """`train(key) -> (final_state, metrics)` for `config`: pure, jittable and vmappable.
+
+  Metrics are a dict of [num_updates] arrays (see `METRICS`). Validation happens here, before
+  any tracing. Example:
+
+      train = jax.jit(make_train(TrainConfig(algo="ppo")))
+      state, metrics = jax.vmap(train)(jax.random.split(jax.random.key(0), 16))
+  """
+  trainer = Trainer(config)
+  hp = hparams_from_config(trainer.config)
+
+  def train(key: Array):
+    return trainer.train(key, hp)
+
+  return train
