@@ -88,7 +88,26 @@ def write_csv(path: str, rows: Sequence[dict]) -> None:
       writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
 
 
+def _validate(args) -> None:
+  """Argument checks that need no compile, before anything is written."""
+  if args.synthetic:
+    n_max = float(args.n_max or 1e4)
+    decades = math.log10(n_max) if n_max > 0 else 0.0
+    if n_max < 1000 or abs(decades - round(decades)) > 1e-9:
+      raise SystemExit(f"rgpo variance: --n-max must be a power of 10 >= 1e3, got {args.n_max}")
+    if args.replications is not None and args.replications < 2:
+      raise SystemExit(f"rgpo variance: --replications must be >= 2, got {args.replications}")
+    return
+  _parse_staleness(args.staleness)
+  from rgpo_jax.envs import check_env_name
+  try:
+    check_env_name(args.env)
+  except ValueError as e:
+    raise SystemExit(f"rgpo variance --env: {e}")
+
+
 def run(args) -> int:
+  _validate(args)
   out = _prepare_out(args.out)
   config = {k: v for k, v in vars(args).items() if k != "func"}
   config["started"] = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -334,7 +353,10 @@ def run_env(args, out: str) -> int:
   is_index = labels.index("is")
 
   # 1. Train a policy briefly (PPO, the trainer's defaults).
-  config = TrainConfig(env=args.env, algo="ppo", total_steps=train_steps)
+  try:
+    config = TrainConfig(env=args.env, algo="ppo", total_steps=train_steps).validate()
+  except ValueError as e:
+    raise SystemExit(f"rgpo variance --env: {e}")
   trainer = Trainer(config)
   hp = hparams_from_config(trainer.config)
   network = trainer.network

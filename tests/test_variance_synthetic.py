@@ -195,3 +195,14 @@ def test_cli_refuses_non_empty_out(quick_run):
   out, _ = quick_run
   with pytest.raises(SystemExit, match="another variance run"):
     variance_cli.main(["--synthetic", "--quick", "--out", str(out)])
+
+
+def test_cli_rejects_bad_arguments_before_writing(tmp_path):
+  out = tmp_path / "never"
+  with pytest.raises(SystemExit, match="n-max must be a power of 10"):
+    variance_cli.main(["--synthetic", "--n-max", "3e4", "--out", str(out)])
+  with pytest.raises(SystemExit, match="NoSuchEnv-v0"):
+    variance_cli.main(["--env", "NoSuchEnv-v0", "--out", str(out)])
+  with pytest.raises(SystemExit, match="staleness"):
+    variance_cli.main(["--env", "CartPole-v1", "--staleness", "0,x", "--out", str(out)])
+  assert not out.exists()
