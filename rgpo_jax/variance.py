@@ -283,9 +283,10 @@ class ExactMoments(NamedTuple):
   bound: float
 
 
-def _norm_cdf(x):
-  from scipy.special import ndtr  # scipy is a dev dependency; only the reference needs it
-  return ndtr(x)
+def _norm_cdf(x: np.ndarray) -> np.ndarray:
+  """Standard normal CDF Φ in float64 (jax's ndtr; keeps scipy out of the runtime deps)."""
+  with jax.enable_x64(True):
+    return np.asarray(jax.scipy.special.ndtr(jnp.asarray(x, jnp.float64)), np.float64)
 
 
 def exact_moments(gate: gates_lib.Gate, law: RatioLaw, model: AdvantageModel = AdvantageModel(),
