@@ -19,10 +19,10 @@ Two instruments live here, both pure functions usable from your own agent:
    scores from a known model (`AdvantageModel`), and for every gate and sample size n:
 
    - per-sample variance: the sample variance s²_n = 1/(n−1)·Σ (X_i − X̄)² of the n per-sample
-     gradients X_i = w·Â·S of one batch, averaged (and its median taken) over replications.
-     When Var(X) < ∞ it converges to Var(X) as n grows; when Var(X) = ∞ (IS, α ≤ 2) it keeps
-     growing with n (the largest of n ratios grows like n^{1/α}). This is the quantity whose
-     growth with n the synthetic benchmark shows.
+     gradients X_i = w·Â·S of one batch; its median over batches is the headline (its mean
+     over batches estimates E[s²_n] = Var(X), which is infinite for every n when Var(X) = ∞).
+     When Var(X) < ∞ the median converges to Var(X) as n grows; when Var(X) = ∞ (IS, α ≤ 2)
+     it keeps growing with n (like n^(2/α − 1): the largest of n ratios grows like n^(1/α)).
    - estimator variance: Var(X̄_n) over replications of the n-sample mean (= Var(X)/n when
      finite); n·Var(X̄_n) is reported so that it is comparable with the per-sample variance.
    - bias: E[X̄_n] − J' (exact by quadrature, and its Monte-Carlo estimate).
