@@ -1,4 +1,4 @@
-"""`rgpo train` and `rgpo plot`.
+"""`rgpo train`, `rgpo plot` and `rgpo evaluate`.
 
 The argument building (`add_config_arguments`) and config building (`config_from_args`) are
 separate functions so other trainers (e.g. Brax flags, checkpoint/resume) can extend them.
@@ -143,12 +143,24 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, l
 def _train(args: argparse.Namespace) -> int:
   from rgpo_jax.training.io import run_training
   try:
-    config, grid = config_from_args(args)
-    if args.seeds <= 0:
-      raise ValueError(f"--seeds must be a positive integer, got {args.seeds}")
+    if args.resume is not None:
+      from rgpo_jax.training.resume import load_run_config
+      run_config = load_run_config(args.resume)
+      config = TrainConfig.from_dict(run_config["config"])
+      grid, seeds, seed = run_config.get("grid") or {}, int(run_config["seeds"]), \
+          int(run_config["seed"])
+      out, resume = args.resume, True
+    else:
+      config, grid = config_from_args(args)
+      config = apply_env_family_defaults(config, getattr(args, "_explicit", set()))
+      config = apply_brax_flags(config, args)
+      seeds, seed, out, resume = args.seeds, args.seed, args.out, False
+    if seeds <= 0:
+      raise ValueError(f"--seeds must be a positive integer, got {seeds}")
     config.validate()
-    summary = run_training(config, grid, num_seeds=args.seeds, seed=args.seed, out=args.out,
-                           progress=not args.no_progress)
+    summary = run_training(config, grid, num_seeds=seeds, seed=seed, out=out,
+                           progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
+                           keep_checkpoints=args.keep_checkpoints, resume=resume)
   except ValueError as e:
     print(f"rgpo train: error: {e}", file=sys.stderr)
     return 2
@@ -158,9 +170,130 @@ def _train(args: argparse.Namespace) -> int:
         f"KL spike rate {summary['kl_spike_rate']:.3f}; "
         f"{summary['steps_per_second']:.0f} env steps/s (compile {summary['compile_seconds']:.1f} s,"
         f" train {summary['train_seconds']:.1f} s)")
-  if args.out:
-    print(f"wrote {args.out}/config.json, metrics.jsonl, summary.json")
+  print(f"params checksum {summary['params_checksum']}")
+  if out:
+    print(f"wrote {out}/config.json, metrics.jsonl, summary.json, checkpoints/")
   return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Brax flags and per-family defaults.
+
+BRAX_FLAGS = ("backend", "episode_length", "action_repeat")
+
+
+def apply_brax_flags(config: TrainConfig, args: argparse.Namespace) -> TrainConfig:
+  """--backend / --episode-length / --action-repeat → env_kwargs of a brax:NAME env."""
+  given = {k: getattr(args, k) for k in BRAX_FLAGS if getattr(args, k, None) is not None}
+  if not given:
+    return config
+  if not config.env.startswith("brax:"):
+    flags = ", ".join("--" + k.replace("_", "-") for k in given)
+    raise ValueError(f"{flags} only apply to Brax environments (--env brax:NAME), got "
+                     f"env={config.env!r}")
+  kwargs = dict(config.env_kwargs)
+  kwargs.update(given)
+  return config.replace(env_kwargs=tuple(sorted(kwargs.items())))
+
+
+def apply_env_family_defaults(config: TrainConfig, explicit: set[str]) -> TrainConfig:
+  """For brax:NAME, the Brax family's defaults (`envs.brax.trainer_defaults`) replace every
+  config field the command line did not set explicitly."""
+  if not config.env.startswith("brax:"):
+    return config
+  from rgpo_jax.envs.brax import trainer_defaults
+  defaults = trainer_defaults(config.env[len("brax:"):])
+  return config.replace(**{k: v for k, v in defaults.items() if k not in explicit})
+
+
+class _Explicit(argparse.Action):
+  """Wraps a config flag's action to record that the user gave it (in `namespace._explicit`)."""
+
+  def __init__(self, inner: argparse.Action):  # pylint: disable=super-init-not-called
+    self.__dict__.update(inner.__dict__)
+    self._inner = inner
+
+  def __call__(self, parser, namespace, values, option_string=None):
+    explicit = getattr(namespace, "_explicit", set())
+    explicit.add(self.dest)
+    setattr(namespace, "_explicit", explicit)
+    self._inner(parser, namespace, values, option_string)
+
+
+def _track_explicit(parser: argparse.ArgumentParser) -> None:
+  fields = {f.name for f in dataclasses.fields(TrainConfig)}
+  for i, action in enumerate(parser._actions):  # pylint: disable=protected-access
+    if action.dest in fields:
+      wrapped = _Explicit(action)
+      parser._actions[i] = wrapped  # pylint: disable=protected-access
+      for opt in action.option_strings:
+        parser._option_string_actions[opt] = wrapped  # pylint: disable=protected-access
+      for group in parser._action_groups:  # pylint: disable=protected-access
+        group._group_actions[:] = [wrapped if a is action else a  # pylint: disable=protected-access
+                                   for a in group._group_actions]  # pylint: disable=protected-access
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+  """Checkpoint / resume and Brax flags of `rgpo train`."""
+  g = p.add_argument_group("checkpoints and resume")
+  g.add_argument("--checkpoint-every", type=_int_arg, default=0, metavar="N",
+                 help="save the full training state every N updates (0: only at the end); "
+                      "saves are atomic, a run killed mid-save resumes from the previous one")
+  g.add_argument("--keep-checkpoints", type=_int_arg, default=3, metavar="K",
+                 help="keep the last K checkpoints")
+  g.add_argument("--resume", type=str, default=None, metavar="RUN",
+                 help="continue the stopped run in folder RUN from its latest good checkpoint, "
+                      "with RUN's own config.json (other config flags are ignored); ends with "
+                      "the same parameters as an uninterrupted run")
+  b = p.add_argument_group(
+      "Brax (--env brax:NAME, e.g. brax:ant, brax:halfcheetah, brax:hopper, brax:walker2d, "
+      "brax:humanoid, brax:inverted_pendulum, brax:inverted_double_pendulum, brax:reacher); "
+      "settings not given on the command line come from the Brax family defaults "
+      "(rgpo_jax.envs.brax.trainer_defaults: obs normalisation on, 64×64 tanh, CPU-sized "
+      "batches; scale with --num-envs / --total-steps on an accelerator)")
+  b.add_argument("--backend", type=str, default=None,
+                 help="physics pipeline: positional (default, fastest on CPU), generalized, "
+                      "spring, mjx")
+  b.add_argument("--episode-length", type=_int_arg, default=None,
+                 help="time limit in Brax steps (default 1000); truncation bootstraps")
+  b.add_argument("--action-repeat", type=_int_arg, default=None,
+                 help="Brax steps per agent step (default 1; rewards summed, stops at "
+                      "termination)")
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+  import json
+  from rgpo_jax.training.checkpoint import CheckpointError
+  from rgpo_jax.training.resume import evaluate_run
+  try:
+    if args.episodes <= 0:
+      raise ValueError(f"--episodes must be a positive integer, got {args.episodes}")
+    result = evaluate_run(args.run, num_episodes=args.episodes, seed=args.seed)
+  except (ValueError, CheckpointError) as e:
+    print(f"rgpo evaluate: error: {e}", file=sys.stderr)
+    return 2
+  print(f"{args.run}: deterministic-policy return {result['deterministic_return_mean']:.1f} ± "
+        f"{result['deterministic_return_std']:.1f} over {len(result['deterministic_return_per_run'])}"
+        f" run(s) × {args.episodes} episodes (checkpoint at update "
+        f"{result['checkpoint_update']} of {result['num_updates']})")
+  if args.json:
+    print(json.dumps(result, indent=2))
+  return 0
+
+
+def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
+  p = subparsers.add_parser(
+      "evaluate", help="deterministic-policy returns of a trained run (from its checkpoint)",
+      description="Load the latest checkpoint of a run written by `rgpo train --out RUN` and "
+                  "report the undiscounted returns of the deterministic policy (Gaussian mean, "
+                  "argmax for discrete actions) on fresh episodes, per run of the sweep.",
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  p.add_argument("run", help="run folder (config.json + checkpoints/)")
+  p.add_argument("--episodes", type=_int_arg, default=16, help="episodes per run")
+  p.add_argument("--seed", type=_int_arg, default=0, help="PRNG seed of the env resets")
+  p.add_argument("--json", action="store_true", help="also print the full result as JSON")
+  p.set_defaults(func=_evaluate)
+  return p
 
 
 def _plot(args: argparse.Namespace) -> int:
@@ -190,6 +323,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                       "hold another run)")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   add_config_arguments(p)
+  _track_explicit(p)
+  add_run_arguments(p)
   p.set_defaults(func=_train)
   return p
 
@@ -212,3 +347,4 @@ def register(subparsers) -> None:
   """Add `train` and `plot` to the `rgpo` command."""
   add_train_parser(subparsers)
   add_plot_parser(subparsers)
+  add_evaluate_parser(subparsers)

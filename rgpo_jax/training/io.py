@@ -36,6 +36,24 @@ def check_out_dir(out: str | None) -> None:
                      f"folder (earlier runs are never overwritten)")
 
 
+def chunk_schedule(start: int, total: int, chunk: int, checkpoint_every: int = 0) -> list[int]:
+  """Chunk sizes covering updates [start, total): at most `chunk` each, and ending exactly on
+  every multiple of `checkpoint_every` (> 0) so that checkpoints fall between chunks."""
+  chunk = max(1, chunk)
+  if checkpoint_every:  # equal chunks that divide the checkpoint interval: one compile
+    chunk = min(chunk, checkpoint_every)
+    while checkpoint_every % chunk:
+      chunk -= 1
+  sizes, u = [], start
+  while u < total:
+    end = min(total, u + chunk)
+    if checkpoint_every:
+      end = min(end, (u // checkpoint_every + 1) * checkpoint_every)
+    sizes.append(end - u)
+    u = end
+  return sizes
+
+
 def final_window(num_updates: int) -> int:
   """Updates averaged for a run's final return: the last 10% (at least 1)."""
   return max(1, num_updates // 10)
@@ -117,33 +135,72 @@ def _metric_lines(sweep: Sweep, chunk: dict[str, np.ndarray], first_update: int)
 def run_training(config: TrainConfig, grid: dict[str, Sequence[Any]] | None = None,
                  num_seeds: int = 1, seed: int = 0, out: str | None = None,
                  progress: bool = True, log: Callable[[str], None] = print,
-                 extra_config: dict[str, Any] | None = None) -> dict[str, Any]:
+                 extra_config: dict[str, Any] | None = None, checkpoint_every: int = 0,
+                 keep_checkpoints: int = 3, resume: bool = False) -> dict[str, Any]:
   """Validate, compile, train in chunks, write files; return the summary.
 
   Files in `out` (if given): config.json (the config, sweep grid, seeds), metrics.jsonl (one
-  line per update per run, with its seed and hyperparameters), summary.json.
+  line per update per run, with its seed and hyperparameters), summary.json (with a sha256
+  `params_checksum` of the final parameters), and checkpoints/ (the full training state every
+  `checkpoint_every` updates if > 0, and always at the end; the last `keep_checkpoints` kept).
+
+  With `resume=True`, `out` is a stopped run (config.json present, summary.json absent): its
+  latest good checkpoint is restored (refused with a clear error if it belongs to another
+  config) and training continues to `num_updates`; metrics.jsonl keeps its lines up to the
+  checkpoint and continues from there. The caller passes the run's own config (see
+  `resume.sweep_from_run`).
   """
-  check_out_dir(out)
+  from rgpo_jax.training import checkpoint as ckpt_lib  # pylint: disable=import-outside-toplevel
+  from rgpo_jax.training import resume as resume_lib  # pylint: disable=import-outside-toplevel
+  if isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, int) \
+      or checkpoint_every < 0:
+    raise ValueError(f"checkpoint_every must be an integer >= 0, got {checkpoint_every!r}")
+  if isinstance(keep_checkpoints, bool) or not isinstance(keep_checkpoints, int) \
+      or keep_checkpoints < 1:
+    raise ValueError(f"keep_checkpoints must be a positive integer, got {keep_checkpoints!r}")
+  if resume:
+    if out is None or not os.path.isfile(os.path.join(out, "config.json")):
+      raise ValueError(f"--resume needs a run folder holding config.json, got {out!r}")
+    if os.path.exists(os.path.join(out, "summary.json")):
+      raise ValueError(f"run {out!r} already finished (summary.json exists); nothing to resume")
+  else:
+    check_out_dir(out)
   sweep = Sweep(config, grid, num_seeds=num_seeds, seed=seed)  # validates before compiling
   cfg = sweep.config
-  if out is not None:
+  run_config = {"config": cfg.to_dict(), "grid": sweep.grid, "seeds": num_seeds, "seed": seed,
+                **(extra_config or {})}
+  start_update, prior_records = 0, []
+  if resume:
+    run_config = resume_lib.load_run_config(out)
+    step, state = resume_lib.restore_state(out, sweep, run_config)  # raises before any write
+    start_update = int(step)
+    prior_records = resume_lib.truncate_metrics(out, start_update)
+    metrics_file = open(os.path.join(out, "metrics.jsonl"), "a")
+    log(f"resuming {out} from update {start_update} of {cfg.num_updates}")
+  elif out is not None:
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, "config.json"), "x") as f:
-      json.dump({"config": cfg.to_dict(), "grid": sweep.grid, "seeds": num_seeds, "seed": seed,
-                 **(extra_config or {})}, f, indent=2)
+      json.dump(run_config, f, indent=2)
     metrics_file = open(os.path.join(out, "metrics.jsonl"), "x")
   else:
     metrics_file = None
+  checkpointer = None
+  if out is not None:
+    checkpointer = ckpt_lib.Checkpointer(
+        os.path.join(out, resume_lib.CHECKPOINT_DIR),
+        resume_lib.checkpoint_metadata(sweep, run_config), keep=keep_checkpoints)
 
   t0 = time.perf_counter()
-  state = sweep.init()
+  if not resume:
+    state = sweep.init()
   hp = sweep.place(sweep.hparams)
-  sizes = sweep.chunk_sizes()
+  sizes = chunk_schedule(start_update, cfg.num_updates, cfg.chunk_size, checkpoint_every)
   compiled = {s: sweep.compile_chunk(state, s) for s in sorted(set(sizes))}
   jax.block_until_ready(state)
   compile_seconds = time.perf_counter() - t0
   log(f"compiled in {compile_seconds:.1f} s: {sweep.num_runs} run(s) on {len(sweep.devices)} "
-      f"device(s), {cfg.num_updates} updates in {len(sizes)} chunk(s) of {sizes[0]}")
+      f"device(s), {cfg.num_updates - start_update} updates in {len(sizes)} chunk(s) of "
+      f"{sizes[0] if sizes else 0}")
 
   bar = None
   if progress:
@@ -153,7 +210,7 @@ def run_training(config: TrainConfig, grid: dict[str, Sequence[Any]] | None = No
                desc=f"{cfg.algo} {cfg.env}")
   all_metrics = []
   pending = None  # (metrics on device, first update)
-  done_updates = 0
+  done_updates = start_update
   t1 = time.perf_counter()
 
   def flush(pending):
@@ -173,16 +230,38 @@ def run_training(config: TrainConfig, grid: dict[str, Sequence[Any]] | None = No
       flush(pending)  # overlaps with the chunk just dispatched
     pending = (m, done_updates)
     done_updates += size
-  flush(pending)
+    if checkpointer is not None and (
+        done_updates == cfg.num_updates
+        or (checkpoint_every and done_updates % checkpoint_every == 0)):
+      flush(pending)  # metrics up to the checkpoint are on disk before it is
+      pending = None
+      metrics_file.flush()
+      checkpointer.save(done_updates, state)
+  if pending is not None:
+    flush(pending)
   jax.block_until_ready(state)
   train_seconds = time.perf_counter() - t1
   if bar is not None:
     bar.close()
   if metrics_file is not None:
     metrics_file.close()
+  if checkpointer is not None:
+    checkpointer.close()
 
+  if prior_records:
+    prior = resume_lib.metrics_from_records(prior_records, sweep.num_runs, start_update, METRICS)
+    all_metrics.insert(0, prior)
   metrics = {k: np.concatenate([m[k] for m in all_metrics], axis=1) for k in all_metrics[0]}
   summary = summarize(sweep, sweep.reshape(metrics), compile_seconds, train_seconds)
+  params = jax.device_get(state.params)
+  summary["params_checksum"] = ckpt_lib.params_checksum(params)
+  summary["params_checksum_per_run"] = [
+      ckpt_lib.params_checksum(jax.tree.map(lambda x, r=r: x[r], params))
+      for r in range(sweep.num_runs)]
+  summary["resumed_from_update"] = start_update if resume else None
+  if start_update:
+    steps = sweep.num_runs * (cfg.num_updates - start_update) * cfg.batch_size
+    summary["steps_per_second"] = steps / train_seconds if train_seconds > 0 else None
   if out is not None:
     with open(os.path.join(out, "summary.json"), "x") as f:
       json.dump(summary, f, indent=2)

@@ -156,12 +156,19 @@ def data_parallel_train(trainer: Trainer, key: jax.Array, hp: HParams, num_updat
   devices = list(devices if devices is not None else jax.devices())
   mesh = Mesh(np.asarray(devices), (axis_name,))
 
-  def per_device(keys):
-    state = trainer.init(keys[0], hp, axis_name=axis_name)
+  impl = jax.random.key_impl(key)
+
+  def per_device(key_data):
+    k = jax.random.wrap_key_data(key_data[0], impl=impl)
+    state = trainer.init(k, hp, axis_name=axis_name)
     state, metrics = trainer.train_chunk(state, hp, num_updates, axis_name=axis_name)
     return jax.tree.map(lambda x: x[None], (state, metrics))
 
-  keys = jnp.stack([key] * len(devices))
+  # Built shard by shard so that it also works when `devices` span several processes
+  # (multi-host, after `distributed.initialize_distributed`).
+  key_data = np.stack([np.asarray(jax.random.key_data(key))] * len(devices))
+  keys = jax.make_array_from_callback(key_data.shape, NamedSharding(mesh, P(axis_name)),
+                                      lambda index: key_data[index])
   fn = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=P(axis_name),
                              out_specs=P(axis_name), check_vma=False))
-  return fn(jax.device_put(keys, NamedSharding(mesh, P(axis_name))))
+  return fn(keys)
