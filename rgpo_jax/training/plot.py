@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from collections import defaultdict
@@ -13,12 +14,15 @@ import numpy as np
 def load_run(path: str) -> tuple[dict, list[dict]]:
   """(config.json content, metrics.jsonl records) of a run folder."""
   cfg_path, met_path = os.path.join(path, "config.json"), os.path.join(path, "metrics.jsonl")
+  if not os.path.exists(met_path) and os.path.exists(met_path + ".gz"):
+    met_path += ".gz"  # archived runs (experiments/) keep their metrics gzipped
   for p in (cfg_path, met_path):
     if not os.path.exists(p):
       raise ValueError(f"{path!r} is not a run folder: {os.path.basename(p)} is missing")
   with open(cfg_path) as f:
     config = json.load(f)
-  with open(met_path) as f:
+  opener = gzip.open if met_path.endswith(".gz") else open
+  with opener(met_path, "rt") as f:
     records = [json.loads(line) for line in f if line.strip()]
   return config, records
 

@@ -104,9 +104,17 @@ class Sweep:
     return jax.device_put(tree, NamedSharding(self.mesh, P(RUN_AXIS)))
 
   def init(self) -> TrainState:
-    """Initial states of all runs, [R, ...]."""
-    init = self._sharded(lambda key, hp: self.trainer.init(key, hp))
-    return init(self.place(self.keys), self.place(self.hparams))
+    """Initial states of all runs, [R, ...].
+
+    Parameters are initialised run by run (one small compiled program called R times) and then
+    stacked: a vmapped orthogonal initialisation of larger layers hangs on XLA:CPU (see
+    `Trainer.init`). The rest of the state is built vmapped.
+    """
+    init_params = jax.jit(self.trainer.init_params)
+    params = [init_params(self.keys[r]) for r in range(self.num_runs)]
+    params = jax.tree.map(lambda *xs: jnp.stack(xs), *params)
+    init = self._sharded(lambda key, hp, p: self.trainer.init(key, hp, params=p))
+    return init(self.place(self.keys), self.place(self.hparams), self.place(params))
 
   def compile_chunk(self, state: TrainState, num_updates: int):
     """AOT-compiled `chunk(state, hparams) -> (state, metrics[R, num_updates])` (cached)."""
