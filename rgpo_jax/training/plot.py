@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import warnings
 from collections import defaultdict
 from typing import Sequence
 
@@ -29,7 +30,12 @@ def load_run(path: str) -> tuple[dict, list[dict]]:
 
 def curves(config: dict, records: list[dict], metric: str):
   """{label: (env_steps [U], values [S, U])} for one run folder."""
-  algo = config["config"]["algo"]
+  cfg = config["config"]
+  algo = cfg["algo"]
+  fixed = {"rgpo": ("k",), "ppo": ("epsilon",), "truncated": ("low", "high")}.get(algo, ("tau",))
+  fixed = [f for f in fixed if cfg.get(f) is not None and f not in (config.get("grid") or {})]
+  if fixed:
+    algo += " " + ", ".join(f"{f}={cfg[f]:g}" for f in fixed)
   grouped = defaultdict(lambda: defaultdict(dict))
   for rec in records:
     hp = rec.get("hparams") or {}
@@ -82,7 +88,8 @@ def plot_runs(runs: Sequence[str], out: str | None = None,
       for label, (steps, values) in curves(config, records, metric).items():
         if metric in ("episode_return", "episode_length"):
           values = _smooth_forward_fill(values)
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # updates before any finished episode are NaN
+          warnings.simplefilter("ignore", RuntimeWarning)
           mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
         n = values.shape[0]
         line, = ax.plot(steps, mean, label=f"{label} ({n} seed{'s' if n > 1 else ''})")
