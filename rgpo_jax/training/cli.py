@@ -146,6 +146,9 @@ def _train(args: argparse.Namespace) -> int:
     config, grid = config_from_args(args)
     if args.seeds <= 0:
       raise ValueError(f"--seeds must be a positive integer, got {args.seeds}")
+    if args.cpu_devices:  # before anything starts JAX's backend
+      from rgpo_jax.training.sweep import expand_grid, use_host_devices
+      use_host_devices(len(expand_grid(grid)) * args.seeds)
     config.validate()
     summary = run_training(config, grid, num_seeds=args.seeds, seed=args.seed, out=args.out,
                            progress=not args.no_progress)
@@ -189,6 +192,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                  help="output folder for config.json, metrics.jsonl, summary.json (must not "
                       "hold another run)")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
+  p.add_argument("--cpu-devices", action=argparse.BooleanOptionalAction, default=True,
+                 help="on CPU, split the runs over one forced host device per core (about "
+                      "1.5x faster on 2 cores for 16 seeds); no effect on GPU/TPU")
   add_config_arguments(p)
   p.set_defaults(func=_train)
   return p
