@@ -2,12 +2,15 @@
 
 CartPole-v1, 4 envs × 128 steps, 4 epochs × 4 minibatches, 5e5 steps per run (PureJaxRL's
 settings). Each program is compiled ahead of time (compile excluded), then the variants are
-timed alternately, `--reps` times each, and the best time is reported (the machine is shared).
+timed alternately (order reversed on every other repetition), `--reps` times each, and the best time is reported (the machine is shared).
 A lean single-file PureJaxRL-style PPO (below, gymnax 1.0 API) is timed in the same process as
 the reference point.
 
   PYTHONPATH=. python benchmarks/throughput.py [--total-steps 500000] [--reps 2]
-  PYTHONPATH=. python benchmarks/throughput.py --host-devices 16   # one seed per CPU device
+  PYTHONPATH=. python benchmarks/throughput.py --host-devices 1   # no forced host devices
+
+rgpo_jax sweeps are timed on one device (vmap of all seeds) and split over one forced host CPU
+device per core (what `rgpo train` does on CPU).
 """
 
 from __future__ import annotations
@@ -128,11 +131,12 @@ def main():
   parser.add_argument("--total-steps", type=int, default=500_000)
   parser.add_argument("--reps", type=int, default=2)
   parser.add_argument("--seeds", default="1,16")
-  parser.add_argument("--host-devices", type=int, default=0,
-                      help="re-run with this many forced host CPU devices, one seed each")
+  parser.add_argument("--host-devices", type=int, default=os.cpu_count() or 1,
+                      help="forced host CPU devices (default: one per core); rgpo_jax sweeps "
+                           "are timed both on 1 device and split over these")
   parser.add_argument("--no-lean", action="store_true", help="skip the lean PPO reference")
   args = parser.parse_args()
-  if args.host_devices and "_RGPO_BENCH_CHILD" not in os.environ:
+  if args.host_devices > 1 and "_RGPO_BENCH_CHILD" not in os.environ:
     env = dict(os.environ, _RGPO_BENCH_CHILD="1",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={args.host_devices}")
     sys.exit(subprocess.call([sys.executable] + sys.argv, env=env))
@@ -143,14 +147,18 @@ def main():
   from rgpo_jax.training.sweep import Sweep
 
   seeds = [int(s) for s in args.seeds.split(",")]
-  if args.host_devices:
-    seeds = [len(jax.devices())]
-  cases = []  # (label, seeds, fn, args, steps)
-  for s in seeds:
-    for algo in ("rgpo", "ppo"):
+  cases = []  # (label, seeds, devices, fn, args, steps, compile seconds)
+  layouts = [("1 device", jax.devices()[:1])]
+  if len(jax.devices()) > 1:
+    layouts.append(("split", jax.devices()))
+  for s, (layout, devices), algo in [(s, l, a) for s in seeds for l in layouts
+                                     for a in ("rgpo", "ppo")]:
+    if True:
+      if layout == "split" and s == 1:
+        continue
       cfg = TrainConfig(algo=algo, total_steps=args.total_steps)
       cfg = cfg.replace(updates_per_chunk=cfg.num_updates)  # whole run in one chunk
-      sweep = Sweep(cfg, num_seeds=s)
+      sweep = Sweep(cfg, num_seeds=s, devices=devices)
       state = sweep.init()
       t = time.perf_counter()
       chunk = sweep.compile_chunk(state, cfg.num_updates)
@@ -159,7 +167,8 @@ def main():
       label = f"rgpo_jax {algo}{' k=4' if algo == 'rgpo' else ''}"
       cases.append((label, s, len(sweep.devices), chunk, (state, hp),
                     s * cfg.num_updates * cfg.batch_size, compile_s))
-    if not args.no_lean and not args.host_devices:
+  for s in seeds:
+    if not args.no_lean:
       train = lean_ppo(args.total_steps)
       fn = jax.jit(jax.vmap(train))
       keys = jax.random.split(jax.random.key(0), s)
@@ -171,8 +180,9 @@ def main():
                     compile_s))
 
   best = {i: float("inf") for i in range(len(cases))}
-  for _ in range(args.reps):
-    for i, (_, _, _, fn, fargs, _, _) in enumerate(cases):
+  for rep in range(args.reps):
+    order = list(enumerate(cases))
+    for i, (_, _, _, fn, fargs, _, _) in (order if rep % 2 == 0 else order[::-1]):
       jax.block_until_ready(fn(*fargs))  # (first rep includes a warm-up run)
       t = time.perf_counter()
       jax.block_until_ready(fn(*fargs))
@@ -186,11 +196,12 @@ def main():
   for i, (label, s, d, _, _, steps, cs) in enumerate(cases):
     print(f"| {label:24s} | {s:5d} | {d:7d} | {steps / best[i]:11,.0f} | {best[i]:7.2f} | "
           f"{cs:9.1f} |")
-  by = {(c[0].split()[1], c[1]): steps_s for c, steps_s in
-        zip(cases, [c[5] / best[i] for i, c in enumerate(cases)]) if c[0].startswith("rgpo_jax")}
-  for s in seeds:
-    if ("rgpo", s) in by and ("ppo", s) in by:
-      print(f"\n{s} seed(s): RGPO / PPO throughput = {by[('rgpo', s)] / by[('ppo', s)]:.3f}")
+  by = {(c[0].split()[1], c[1], c[2]): c[5] / best[i] for i, c in enumerate(cases)
+        if c[0].startswith("rgpo_jax")}
+  print()
+  for (algo, s, d), sps in by.items():
+    if algo == "rgpo" and ("ppo", s, d) in by:
+      print(f"{s} seed(s) on {d} device(s): RGPO / PPO throughput = {sps / by[('ppo', s, d)]:.3f}")
 
 
 if __name__ == "__main__":
