@@ -2,7 +2,7 @@
 # Brax results on CPU budgets: `rgpo train` with the Brax family defaults, 1 seed.
 # Usage (repo root): PYTHONPATH=$PWD ALGO=ppo bash experiments/brax/run_all.sh [OUT] [ENVS...]
 set -uo pipefail
-OUT=${1:-experiments/brax/runs}
+OUT=${1:-experiments/brax/results}
 shift || true
 ENVS=${*:-inverted_pendulum halfcheetah hopper ant}
 ALGO=${ALGO:-ppo}

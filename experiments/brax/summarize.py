@@ -1,4 +1,7 @@
-"""Table of the Brax runs under experiments/brax/runs: return early vs late, eval, speed.
+"""Table of the Brax runs under experiments/brax/results: return early vs late, eval, speed.
+
+"first episodes": episodes completed in the first 10% of updates, or at the first update that
+completed any (64 halfcheetah envs all end together at 1000 steps).
 
 Usage: python experiments/brax/summarize.py [RUNS_DIR]
 """
@@ -21,7 +24,7 @@ def window_mean(records, lo, hi):
 
 
 def main(root):
-  print(f"| run | env steps | return, first 10% | return, last 10% | deterministic eval "
+  print(f"| run | env steps | return, first episodes | return, last 10% | deterministic eval "
         f"| env steps/s | compile s |")
   print("|---|---|---|---|---|---|---|")
   for name in sorted(os.listdir(root)):
@@ -40,10 +43,11 @@ def main(root):
       m = re.search(r"deterministic-policy return ([-\d.]+) ± ([-\d.]+)", open(log).read())
       if m:
         ev = f"{float(m.group(1)):.1f} ± {float(m.group(2)):.1f}"
-    print(f"| {name} | {s['env_steps_per_run']:,} | {window_mean(recs, 0, w):.1f} | "
+    first = min((r["update"] for r in recs if r["episodes"]), default=1)
+    print(f"| {name} | {s['env_steps_per_run']:,} | {window_mean(recs, 0, max(w, first)):.1f} | "
           f"{window_mean(recs, u - w, u):.1f} | {ev} | {s['steps_per_second']:,.0f} | "
           f"{s['compile_seconds']:.0f} |")
 
 
 if __name__ == "__main__":
-  main(sys.argv[1] if len(sys.argv) > 1 else "experiments/brax/runs")
+  main(sys.argv[1] if len(sys.argv) > 1 else "experiments/brax/results")

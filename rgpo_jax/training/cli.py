@@ -42,6 +42,7 @@ FIELD_HELP: dict[str, str] = {
     "normalize_advantages": "per-minibatch advantage normalisation",
     "hidden": "hidden layer widths, e.g. 64,64",
     "activation": "activation: tanh, relu, gelu, silu",
+    "init_log_std": "initial log-std of the Gaussian policy (continuous actions)",
     "kl_spike_threshold": "a KL spike is approx KL(π_old‖π_new) over an update above this",
     "updates_per_chunk": "updates per compiled chunk between progress/metrics writes "
                          "(0 = automatic)",
@@ -96,6 +97,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                          help=f"{help_text} (default {default}; a comma list sweeps)")
     elif isinstance(default, int):
       group.add_argument(_flag(name), dest=name, type=_int_arg, default=default, help=help_text)
+    elif isinstance(default, float):
+      group.add_argument(_flag(name), dest=name, type=float, default=default, help=help_text)
     else:
       group.add_argument(_flag(name), dest=name, type=str, default=default, help=help_text)
 

@@ -56,7 +56,8 @@ class TrainConfig:
     max_grad_norm: global gradient-norm clip (0 or less disables it).
     clip_value, value_clip_epsilon: PPO-style value clipping.
     normalize_advantages: per-minibatch advantage normalisation.
-  Network: hidden (widths), activation.
+  Network: hidden (widths), activation, init_log_std (initial log-std of the Gaussian policy,
+    continuous actions only).
   Diagnostics: kl_spike_threshold (a KL spike is approx KL(π_old‖π_new) > threshold).
   Host loop: updates_per_chunk (updates per compiled chunk; 0 = automatic, a divisor of the
     number of updates near 1/20 of it).
@@ -89,6 +90,7 @@ class TrainConfig:
   normalize_advantages: bool = True
   hidden: tuple[int, ...] = (64, 64)
   activation: str = "tanh"
+  init_log_std: float = 0.0
   kl_spike_threshold: float = 0.04
   updates_per_chunk: int = 0
 
@@ -184,6 +186,7 @@ class TrainConfig:
     _in_range("max_grad_norm", self.max_grad_norm, lambda v: True, "a number (<= 0 disables)")
     _in_range("value_clip_epsilon", self.value_clip_epsilon, lambda v: v > 0, "> 0")
     _in_range("kl_spike_threshold", self.kl_spike_threshold, lambda v: v > 0, "> 0")
+    _in_range("init_log_std", self.init_log_std, lambda v: True, "a finite number")
     if not self.hidden or any(int(h) <= 0 for h in self.hidden):
       raise ValueError(f"hidden must be positive layer widths, got hidden={self.hidden!r}")
     if self.activation not in ACTIVATIONS:

@@ -110,7 +110,8 @@ class Trainer:
     spec = self.env.spec
     self.network = ActorCritic(action_kind=spec.action_kind, action_size=spec.action_size,
                                obs_ndim=len(spec.obs_shape), hidden=tuple(config.hidden),
-                               activation=config.activation)
+                               activation=config.activation,
+                               init_log_std=config.init_log_std)
     self.tx = optax.scale_by_adam(eps=1e-5)
     self._gate_template = gate_template(self.config)
 
