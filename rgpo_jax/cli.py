@@ -31,8 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     try:
       module = importlib.import_module(name)
     except ModuleNotFoundError as e:
-      if e.name == name:  # that part of the package is not built (yet)
-        continue
+      if e.name and (name == e.name or name.startswith(e.name + ".")):
+        continue  # that part of the package is not installed
+
       raise
     module.register(subparsers)
   return parser

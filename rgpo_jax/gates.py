@@ -40,6 +40,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 GateFn = Callable[[Mapping[str, Array], Array, Array], Array]
@@ -97,7 +98,8 @@ def _check(gate: str, name: str, value: Any, ok: Callable[[float], bool], allowe
   if isinstance(value, jax.core.Tracer):
     return
   try:
-    values = [float(v) for v in jnp.ravel(jnp.asarray(value))]
+    # numpy, not jnp: inside a jit trace jnp would turn even a Python float into a tracer.
+    values = [float(v) for v in np.ravel(np.asarray(value, dtype=float))]
   except (TypeError, ValueError):
     raise ValueError(f"{gate} gate: {name} must be a number {allowed}, got {name}={value!r}")
   for v in values:

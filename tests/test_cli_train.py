@@ -22,7 +22,7 @@ def run_dir(tmp_path_factory):
 
 def test_train_writes_config_metrics_summary(run_dir):
   assert sorted(os.listdir(run_dir)) == ["checkpoints", "config.json", "metrics.jsonl",
-                                        "summary.json"]
+                                         "summary.json"]
   config = json.load(open(os.path.join(run_dir, "config.json")))
   assert config["config"]["algo"] == "rgpo" and config["grid"] == {"k": [2.0, 4.0]}
   assert config["seeds"] == 2
@@ -50,13 +50,22 @@ def test_plot_writes_pngs(run_dir, tmp_path):
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
+def _snapshot(folder):
+  """Every file under `folder` (checkpoints included) with its bytes."""
+  files = {}
+  for root, _, names in os.walk(folder):
+    for name in names:
+      path = os.path.join(root, name)
+      with open(path, "rb") as f:
+        files[os.path.relpath(path, folder)] = f.read()
+  return files
+
+
 def test_existing_run_is_never_overwritten(run_dir, capsys):
-  files = lambda: {f: open(os.path.join(run_dir, f)).read() for f in os.listdir(run_dir)
-                   if os.path.isfile(os.path.join(run_dir, f))}
-  before = files()
+  before = _snapshot(run_dir)
   assert main(["train", *TINY, "--out", run_dir]) == 2
   assert "already holds a run" in capsys.readouterr().err
-  assert before == files()
+  assert before == _snapshot(run_dir)
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -127,6 +127,14 @@ def test_gates_are_pytrees_that_vmap_over_parameters():
   assert len(traces) == 1
 
 
+def test_gates_with_constant_parameters_can_be_built_inside_jit():
+  # Constants are still validated inside a trace; traced parameters are skipped.
+  assert float(jax.jit(lambda: gates.ppo_clip(0.2).weight(1.1, 1.0))()) == pytest.approx(1.1)
+  assert float(jax.jit(lambda e: gates.ppo_clip(e).weight(1.3, 1.0))(0.2)) == 0.0
+  with pytest.raises(ValueError, match="epsilon must be in"):
+    jax.jit(lambda: gates.ppo_clip(2.0).weight(1.1, 1.0))()
+
+
 def test_make_builds_by_name_and_rejects_unknown_names():
   assert gates.make("sigmoid", k=2.0).params["k"] == 2.0
   with pytest.raises(ValueError, match=r"unknown gate 'sigmiod'.*allowed: arctan"):

@@ -123,3 +123,15 @@ def test_short_cartpole_run_learns():
   last = final_returns(ret[None], eps[None])[0]
   assert first < 40  # random policy: ~20
   assert last > 100, (first, last)
+
+
+def test_continuous_actions_with_obs_normalisation():
+  cfg = TrainConfig(env="Pendulum-v1", num_envs=2, num_steps=16, total_steps=64,
+                    update_epochs=1, num_minibatches=1, hidden=(8,), normalize_obs=True)
+  state, metrics = jax.jit(make_train(cfg))(jax.random.key(0))
+  assert state.params["params"]["log_std"].shape == (1,)
+  # Gaussian entropy with the initial log-std 0: ½·log(2πe) ≈ 1.419 per action dimension.
+  assert float(metrics["entropy"][0]) == pytest.approx(0.5 * np.log(2 * np.pi * np.e), abs=1e-3)
+  # Observation statistics: initial obs + every rollout observation.
+  assert float(state.obs_stats.count) == 2 + 2 * 16 * cfg.num_updates
+  assert np.all(np.isfinite(np.asarray(metrics["value_loss"])))

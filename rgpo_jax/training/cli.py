@@ -160,6 +160,9 @@ def _train(args: argparse.Namespace) -> int:
       seeds, seed, out, resume = args.seeds, args.seed, args.out, False
     if seeds <= 0:
       raise ValueError(f"--seeds must be a positive integer, got {seeds}")
+    if args.cpu_devices:  # before anything starts JAX's backend
+      from rgpo_jax.training.sweep import expand_grid, use_host_devices
+      use_host_devices(len(expand_grid(grid)) * seeds)
     config.validate()
     summary = run_training(config, grid, num_seeds=seeds, seed=seed, out=out,
                            progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
@@ -325,6 +328,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                  help="output folder for config.json, metrics.jsonl, summary.json (must not "
                       "hold another run)")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
+  p.add_argument("--cpu-devices", action=argparse.BooleanOptionalAction, default=True,
+                 help="on CPU, split the runs over one forced host device per core (about "
+                      "1.5x faster on 2 cores for 16 seeds); no effect on GPU/TPU")
   add_config_arguments(p)
   _track_explicit(p)
   add_run_arguments(p)

@@ -75,9 +75,11 @@ def final_returns(episode_return: np.ndarray, episodes: np.ndarray) -> np.ndarra
     return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
-def _json_float(x):
+def _json_float(x, digits: int | None = None):
   x = float(x)
-  return x if math.isfinite(x) else None
+  if not math.isfinite(x):
+    return None
+  return float(f"{x:.{digits}g}") if digits else x
 
 
 def summarize(sweep: Sweep, metrics: dict[str, np.ndarray], compile_seconds: float,
@@ -127,7 +129,7 @@ def _metric_lines(sweep: Sweep, chunk: dict[str, np.ndarray], first_update: int)
              "hparams": sweep.settings[sweep.setting_of_run[r]], "update": update + 1,
              "env_steps": (update + 1) * cfg.batch_size}
       for name in METRICS:
-        rec[name] = _json_float(chunk[name][r, u])
+        rec[name] = _json_float(chunk[name][r, u], digits=7)  # float32 precision
       lines.append(json.dumps(rec))
   return lines
 

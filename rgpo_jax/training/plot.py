@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
+import warnings
 from collections import defaultdict
 from typing import Sequence
 
@@ -13,19 +15,27 @@ import numpy as np
 def load_run(path: str) -> tuple[dict, list[dict]]:
   """(config.json content, metrics.jsonl records) of a run folder."""
   cfg_path, met_path = os.path.join(path, "config.json"), os.path.join(path, "metrics.jsonl")
+  if not os.path.exists(met_path) and os.path.exists(met_path + ".gz"):
+    met_path += ".gz"  # archived runs (experiments/) keep their metrics gzipped
   for p in (cfg_path, met_path):
     if not os.path.exists(p):
       raise ValueError(f"{path!r} is not a run folder: {os.path.basename(p)} is missing")
   with open(cfg_path) as f:
     config = json.load(f)
-  with open(met_path) as f:
+  opener = gzip.open if met_path.endswith(".gz") else open
+  with opener(met_path, "rt") as f:
     records = [json.loads(line) for line in f if line.strip()]
   return config, records
 
 
 def curves(config: dict, records: list[dict], metric: str):
   """{label: (env_steps [U], values [S, U])} for one run folder."""
-  algo = config["config"]["algo"]
+  cfg = config["config"]
+  algo = cfg["algo"]
+  fixed = {"rgpo": ("k",), "ppo": ("epsilon",), "truncated": ("low", "high")}.get(algo, ("tau",))
+  fixed = [f for f in fixed if cfg.get(f) is not None and f not in (config.get("grid") or {})]
+  if fixed:
+    algo += " " + ", ".join(f"{f}={cfg[f]:g}" for f in fixed)
   grouped = defaultdict(lambda: defaultdict(dict))
   for rec in records:
     hp = rec.get("hparams") or {}
@@ -78,7 +88,8 @@ def plot_runs(runs: Sequence[str], out: str | None = None,
       for label, (steps, values) in curves(config, records, metric).items():
         if metric in ("episode_return", "episode_length"):
           values = _smooth_forward_fill(values)
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # updates before any finished episode are NaN
+          warnings.simplefilter("ignore", RuntimeWarning)
           mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
         n = values.shape[0]
         line, = ax.plot(steps, mean, label=f"{label} ({n} seed{'s' if n > 1 else ''})")

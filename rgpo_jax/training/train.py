@@ -125,15 +125,26 @@ class Trainer:
       return normalization.normalize(stats, obs)
     return obs
 
-  def init(self, key: Array, hp: HParams, axis_name: str | None = None) -> TrainState:
-    """Initial state. With `axis_name`, params are shared and envs differ per device."""
+  def init_params(self, key: Array):
+    """Network parameters of the run with PRNG key `key` (the same key `init` takes)."""
+    k_params = jax.random.split(key, 3)[0]
+    return self.network.init(k_params, jnp.zeros((1,) + self.env.spec.obs_shape, jnp.float32))
+
+  def init(self, key: Array, hp: HParams, axis_name: str | None = None,
+           params: Any = None) -> TrainState:
+    """Initial state. With `axis_name`, params are shared and envs differ per device.
+
+    `params` (= `init_params(key)`) may be passed in: `Sweep` builds them outside `vmap`,
+    because a vmapped orthogonal initialisation of several larger layers (e.g. MinAtar's
+    400×128) was seen to hang on XLA:CPU (jax 0.10.2).
+    """
     del hp
     cfg, spec = self.config, self.env.spec
-    k_params, k_env, k_state = jax.random.split(key, 3)
+    _, k_env, k_state = jax.random.split(key, 3)
     if axis_name is not None:
       k_env = jax.random.fold_in(k_env, jax.lax.axis_index(axis_name))
-    dummy = jnp.zeros((1,) + spec.obs_shape, jnp.float32)
-    params = self.network.init(k_params, dummy)
+    if params is None:
+      params = self.init_params(key)
     env_state, obs = jax.vmap(self.env.reset)(jax.random.split(k_env, cfg.num_envs))
     stats = normalization.init(spec.obs_shape)
     if cfg.normalize_obs:

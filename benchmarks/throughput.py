@@ -1,0 +1,208 @@
+"""Environment steps per second of on-device training, RGPO vs PPO, 1 seed and 16 seeds.
+
+CartPole-v1, 4 envs × 128 steps, 4 epochs × 4 minibatches, 5e5 steps per run (PureJaxRL's
+settings). Each program is compiled ahead of time (compile excluded), then the variants are
+timed alternately (order reversed on every other repetition), `--reps` times each, and the best time is reported (the machine is shared).
+A lean single-file PureJaxRL-style PPO (below, gymnax 1.0 API) is timed in the same process as
+the reference point.
+
+  PYTHONPATH=. python benchmarks/throughput.py [--total-steps 500000] [--reps 2]
+  PYTHONPATH=. python benchmarks/throughput.py --host-devices 1   # no forced host devices
+
+rgpo_jax sweeps are timed on one device (vmap of all seeds) and split over one forced host CPU
+device per core (what `rgpo train` does on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+
+def lean_ppo(total_steps: int):
+  """A minimal PureJaxRL-style PPO (CartPole settings), the reference for rgpo_jax's speed."""
+  import flax.linen as nn
+  import gymnax
+  import jax
+  import jax.numpy as jnp
+  import numpy as np
+  import optax
+  from flax.linen.initializers import constant, orthogonal
+
+  num_envs, num_steps, epochs, mbs = 4, 128, 4, 4
+  num_updates = total_steps // (num_envs * num_steps)
+  env, params_env = gymnax.make("CartPole-v1")
+
+  class AC(nn.Module):
+    @nn.compact
+    def __call__(self, x):
+      a = nn.tanh(nn.Dense(64, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(x))
+      a = nn.tanh(nn.Dense(64, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(a))
+      logits = nn.Dense(2, kernel_init=orthogonal(0.01), bias_init=constant(0.0))(a)
+      c = nn.tanh(nn.Dense(64, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(x))
+      c = nn.tanh(nn.Dense(64, kernel_init=orthogonal(np.sqrt(2)), bias_init=constant(0.0))(c))
+      v = nn.Dense(1, kernel_init=orthogonal(1.0), bias_init=constant(0.0))(c)
+      return logits, v[..., 0]
+
+  net = AC()
+
+  def train(key):
+    key, k1, k2 = jax.random.split(key, 3)
+    params = net.init(k1, jnp.zeros((4,)))
+    sched = lambda c: 2.5e-4 * (1.0 - (c // (mbs * epochs)) / num_updates)
+    tx = optax.chain(optax.clip_by_global_norm(0.5), optax.adam(sched, eps=1e-5))
+    opt = tx.init(params)
+    obs, est = jax.vmap(env.reset, in_axes=(0, None))(jax.random.split(k2, num_envs), params_env)
+
+    def update(carry, _):
+      params, opt, est, obs, key = carry
+
+      def step(c, _):
+        est, obs, key = c
+        key, ka, ks = jax.random.split(key, 3)
+        logits, v = net.apply(params, obs)
+        a = jax.random.categorical(ka, logits)
+        lp = jnp.take_along_axis(jax.nn.log_softmax(logits), a[:, None], 1)[:, 0]
+        obs2, est, r, term, trunc, info = jax.vmap(env.step, in_axes=(0, 0, 0, None))(
+            jax.random.split(ks, num_envs), est, a, params_env)
+        done = jnp.logical_or(term, trunc)
+        return (est, obs2, key), (obs, a, lp, v, r, done)
+
+      (est, obs, key), (tobs, ta, tlp, tv, tr, td) = jax.lax.scan(step, (est, obs, key), None,
+                                                                 num_steps)
+      _, last_v = net.apply(params, obs)
+
+      def gae(c, x):
+        adv, nv = c
+        d, v, r = x
+        delta = r + 0.99 * nv * (1 - d) - v
+        adv = delta + 0.99 * 0.95 * (1 - d) * adv
+        return (adv, v), adv
+
+      _, adv = jax.lax.scan(gae, (jnp.zeros_like(last_v), last_v), (td, tv, tr), reverse=True)
+      tgt = adv + tv
+
+      def epoch(c, _):
+        params, opt, key = c
+        key, kp = jax.random.split(key)
+        perm = jax.random.permutation(kp, num_envs * num_steps)
+        batch = jax.tree.map(lambda x: x.reshape((num_envs * num_steps,) + x.shape[2:]),
+                             (tobs, ta, tlp, tv, adv, tgt))
+        batch = jax.tree.map(lambda x: jnp.take(x, perm, 0).reshape((mbs, -1) + x.shape[1:]),
+                             batch)
+
+        def mb(c, b):
+          params, opt = c
+          o, a, lp0, v0, ad, tg = b
+
+          def loss(p):
+            logits, v = net.apply(p, o)
+            logp = jax.nn.log_softmax(logits)
+            lp = jnp.take_along_axis(logp, a[:, None], 1)[:, 0]
+            vc = v0 + jnp.clip(v - v0, -0.2, 0.2)
+            vl = 0.5 * jnp.maximum((v - tg) ** 2, (vc - tg) ** 2).mean()
+            ratio = jnp.exp(lp - lp0)
+            an = (ad - ad.mean()) / (ad.std() + 1e-8)
+            pl = -jnp.minimum(ratio * an, jnp.clip(ratio, 0.8, 1.2) * an).mean()
+            ent = -(jnp.exp(logp) * logp).sum(-1).mean()
+            return pl + 0.5 * vl - 0.01 * ent
+
+          g = jax.grad(loss)(params)
+          u, opt = tx.update(g, opt)
+          return (optax.apply_updates(params, u), opt), None
+
+        (params, opt), _ = jax.lax.scan(mb, (params, opt), batch)
+        return (params, opt, key), None
+
+      (params, opt, key), _ = jax.lax.scan(epoch, (params, opt, key), None, epochs)
+      return (params, opt, est, obs, key), jnp.sum(tr)
+
+    return jax.lax.scan(update, (params, opt, est, obs, key), None, num_updates)
+
+  return train
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--total-steps", type=int, default=500_000)
+  parser.add_argument("--reps", type=int, default=2)
+  parser.add_argument("--seeds", default="1,16")
+  parser.add_argument("--host-devices", type=int, default=os.cpu_count() or 1,
+                      help="forced host CPU devices (default: one per core); rgpo_jax sweeps "
+                           "are timed both on 1 device and split over these")
+  parser.add_argument("--no-lean", action="store_true", help="skip the lean PPO reference")
+  args = parser.parse_args()
+  if args.host_devices > 1 and "_RGPO_BENCH_CHILD" not in os.environ:
+    env = dict(os.environ, _RGPO_BENCH_CHILD="1",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={args.host_devices}")
+    sys.exit(subprocess.call([sys.executable] + sys.argv, env=env))
+
+  import jax
+  import numpy as np
+  from rgpo_jax.training import TrainConfig
+  from rgpo_jax.training.sweep import Sweep
+
+  seeds = [int(s) for s in args.seeds.split(",")]
+  cases = []  # (label, seeds, devices, fn, args, steps, compile seconds)
+  layouts = [("1 device", jax.devices()[:1])]
+  if len(jax.devices()) > 1:
+    layouts.append(("split", jax.devices()))
+  for s, (layout, devices), algo in [(s, l, a) for s in seeds for l in layouts
+                                     for a in ("rgpo", "ppo")]:
+    if True:
+      if layout == "split" and s == 1:
+        continue
+      cfg = TrainConfig(algo=algo, total_steps=args.total_steps)
+      cfg = cfg.replace(updates_per_chunk=cfg.num_updates)  # whole run in one chunk
+      sweep = Sweep(cfg, num_seeds=s, devices=devices)
+      state = sweep.init()
+      t = time.perf_counter()
+      chunk = sweep.compile_chunk(state, cfg.num_updates)
+      compile_s = time.perf_counter() - t
+      hp = sweep.place(sweep.hparams)
+      label = f"rgpo_jax {algo}{' k=4' if algo == 'rgpo' else ''}"
+      cases.append((label, s, len(sweep.devices), chunk, (state, hp),
+                    s * cfg.num_updates * cfg.batch_size, compile_s))
+  for s in seeds:
+    if not args.no_lean:
+      train = lean_ppo(args.total_steps)
+      fn = jax.jit(jax.vmap(train))
+      keys = jax.random.split(jax.random.key(0), s)
+      t = time.perf_counter()
+      compiled = fn.lower(keys).compile()
+      compile_s = time.perf_counter() - t
+      num_updates = args.total_steps // 512
+      cases.append(("lean single-file PPO", s, 1, compiled, (keys,), s * num_updates * 512,
+                    compile_s))
+
+  best = {i: float("inf") for i in range(len(cases))}
+  for rep in range(args.reps):
+    order = list(enumerate(cases))
+    for i, (_, _, _, fn, fargs, _, _) in (order if rep % 2 == 0 else order[::-1]):
+      jax.block_until_ready(fn(*fargs))  # (first rep includes a warm-up run)
+      t = time.perf_counter()
+      jax.block_until_ready(fn(*fargs))
+      best[i] = min(best[i], time.perf_counter() - t)
+
+  print(f"\nCartPole-v1, 4 envs × 128 steps, 4 epochs × 4 minibatches, "
+        f"{args.total_steps:.0e} steps per run; {os.cpu_count()} CPU cores; best of "
+        f"{args.reps}; compile excluded\n")
+  print(f"| {'program':24s} | seeds | devices | env steps/s | seconds | compile s |")
+  print(f"|{'-' * 26}|------:|--------:|------------:|--------:|----------:|")
+  for i, (label, s, d, _, _, steps, cs) in enumerate(cases):
+    print(f"| {label:24s} | {s:5d} | {d:7d} | {steps / best[i]:11,.0f} | {best[i]:7.2f} | "
+          f"{cs:9.1f} |")
+  by = {(c[0].split()[1], c[1], c[2]): c[5] / best[i] for i, c in enumerate(cases)
+        if c[0].startswith("rgpo_jax")}
+  print()
+  for (algo, s, d), sps in by.items():
+    if algo == "rgpo" and ("ppo", s, d) in by:
+      print(f"{s} seed(s) on {d} device(s): RGPO / PPO throughput = {sps / by[('ppo', s, d)]:.3f}")
+
+
+if __name__ == "__main__":
+  main()
