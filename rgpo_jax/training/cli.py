@@ -96,6 +96,8 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                          help=f"{help_text} (default {default}; a comma list sweeps)")
     elif isinstance(default, int):
       group.add_argument(_flag(name), dest=name, type=_int_arg, default=default, help=help_text)
+    elif isinstance(default, float):
+      group.add_argument(_flag(name), dest=name, type=float, default=default, help=help_text)
     else:
       group.add_argument(_flag(name), dest=name, type=str, default=default, help=help_text)
 

@@ -111,7 +111,13 @@ class Sweep:
   # ------------------------------------------------------------------------------------------
   def _sharded(self, fn):
     """jit(shard_map(vmap(fn))) over the run axis (plain jit(vmap) on one device)."""
-    vfn = jax.vmap(fn)
+    if self.num_runs == len(self.devices):
+      # One run per device: no vmap (a size-1 vmap measured ~10-20% slower on CPU).
+      def vfn(*args):
+        out = fn(*jax.tree.map(lambda x: x[0], args))
+        return jax.tree.map(lambda x: x[None], out)
+    else:
+      vfn = jax.vmap(fn)
     if len(self.devices) == 1:
       return jax.jit(vfn)
     return jax.jit(jax.shard_map(vfn, mesh=self.mesh, in_specs=P(RUN_AXIS),
