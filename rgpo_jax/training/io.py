@@ -119,14 +119,16 @@ def _metric_lines(sweep: Sweep, chunk: dict[str, np.ndarray], first_update: int)
 def run_training(config: TrainConfig, grid: dict[str, Sequence[Any]] | None = None,
                  num_seeds: int = 1, seed: int = 0, out: str | None = None,
                  progress: bool = True, log: Callable[[str], None] = print,
-                 extra_config: dict[str, Any] | None = None) -> dict[str, Any]:
+                 extra_config: dict[str, Any] | None = None,
+                 cpu_multi_run: bool = False) -> dict[str, Any]:
   """Validate, compile, train in chunks, write files; return the summary.
 
   Files in `out` (if given): config.json (the config, sweep grid, seeds), metrics.jsonl (one
   line per update per run, with its seed and hyperparameters), summary.json.
   """
   check_out_dir(out)
-  sweep = Sweep(config, grid, num_seeds=num_seeds, seed=seed)  # validates before compiling
+  sweep = Sweep(config, grid, num_seeds=num_seeds, seed=seed,  # validates before compiling
+                cpu_multi_run=cpu_multi_run)
   cfg = sweep.config
   if out is not None:
     os.makedirs(out, exist_ok=True)
