@@ -10,7 +10,8 @@ the reference point.
   PYTHONPATH=. python benchmarks/throughput.py --host-devices 1   # no forced host devices
 
 rgpo_jax sweeps are timed on one device (vmap of all seeds) and split over one forced host CPU
-device per core (what `rgpo train` does on CPU).
+device per core (`rgpo train --cpu-devices`, experimental: such programs can hang on CPU, see
+rgpo_jax/training/sweep.py; the whole benchmark may then need a restart).
 """
 
 from __future__ import annotations
@@ -158,7 +159,7 @@ def main():
         continue
       cfg = TrainConfig(algo=algo, total_steps=args.total_steps)
       cfg = cfg.replace(updates_per_chunk=cfg.num_updates)  # whole run in one chunk
-      sweep = Sweep(cfg, num_seeds=s, devices=devices)
+      sweep = Sweep(cfg, num_seeds=s, devices=devices, cpu_multi_run=True)
       state = sweep.init()
       t = time.perf_counter()
       chunk = sweep.compile_chunk(state, cfg.num_updates)

@@ -9,7 +9,7 @@ from rgpo_jax.cli import build_parser, main
 from rgpo_jax.training.cli import config_from_args
 
 TINY = ["--num-envs", "2", "--num-steps", "16", "--total-steps", "128", "--update-epochs", "1",
-        "--num-minibatches", "2", "--hidden", "16", "--no-progress"]
+        "--num-minibatches", "2", "--hidden", "16", "--no-progress", "--no-cpu-devices"]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def test_existing_run_is_never_overwritten(run_dir, capsys):
 ])
 def test_bad_input_fails_with_message(argv, message, capsys, tmp_path):
   out = str(tmp_path / "never")
-  assert main(["train", "--no-progress", "--out", out, *argv]) == 2
+  assert main(["train", "--no-progress", "--no-cpu-devices", "--out", out, *argv]) == 2
   err = capsys.readouterr().err
   assert message in err, err
   assert not os.path.exists(out)  # failed before writing anything
@@ -108,3 +108,8 @@ def test_defaults_are_rgpo_on_cartpole():
       "CartPole-v1", "rgpo", 4.0, 4, 128)
   assert (config.update_epochs, config.num_minibatches, config.total_steps) == (4, 4, 500_000)
   assert grid == {} and args.seeds == 1
+  args = build_parser().parse_args(["train", "--kl-spike-threshold", "0.05", "--lr", "1e-3,3e-3",
+                                    "--total-steps", "1e5", "--no-anneal-lr"])
+  config, grid = config_from_args(args)
+  assert config.kl_spike_threshold == 0.05 and config.total_steps == 100_000
+  assert grid == {"lr": [1e-3, 3e-3]} and config.anneal_lr is False

@@ -135,3 +135,28 @@ def test_continuous_actions_with_obs_normalisation():
   # Observation statistics: initial obs + every rollout observation.
   assert float(state.obs_stats.count) == 2 + 2 * 16 * cfg.num_updates
   assert np.all(np.isfinite(np.asarray(metrics["value_loss"])))
+
+
+def test_next_values_use_final_obs_only_where_truncated():
+  cfg = TrainConfig(env="CartPole-v1", env_kwargs=(("max_episode_steps", 5),), num_envs=3,
+                    num_steps=12, total_steps=36, hidden=(8,))
+  tr = Trainer(cfg)
+  hp = hparams_from_config(cfg)
+  state = tr.init(jax.random.key(0), hp)
+  _, last_obs, traj = jax.jit(tr.rollout)(state.params, state.env_state, state.obs,
+                                          state.obs_stats, jax.random.key(1))
+  trunc = np.asarray(traj.truncated)
+  assert trunc.any() and not trunc.all()
+  nv = np.asarray(jax.jit(tr.next_values)(state.params, state.obs_stats, traj, last_obs))
+  v = lambda o: float(tr.network.apply(state.params, jnp.asarray(o)[None],
+                                       method=tr.network.value)[0])
+  obs, final, last = np.asarray(traj.obs), np.asarray(traj.final_obs), np.asarray(last_obs)
+  for t in range(12):
+    for b in range(3):
+      if trunc[t, b]:
+        want = v(final[t, b])           # bootstrap from the pre-reset observation
+      elif t + 1 < 12:
+        want = v(obs[t + 1, b])         # the next observation of the rollout
+      else:
+        want = v(last[b])
+      assert abs(nv[t, b] - want) < 1e-5, (t, b)

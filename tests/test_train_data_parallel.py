@@ -47,13 +47,14 @@ SCRIPT = textwrap.dedent("""
     np.testing.assert_allclose(np.asarray(metrics["approx_kl"]),
                                np.asarray(ref_metrics["approx_kl"]), rtol=1e-3, atol=1e-7)
 
-    # A sweep split over the 2 host devices, 2 runs per device, equals the 1-device sweep.
+    # A sweep split over the 2 host devices, one run per device (the CPU default; several runs
+    # per CPU device can hang, see sweep.py), equals the 1-device vmapped sweep.
     from rgpo_jax.training.sweep import Sweep
     tiny = cfg.replace(normalize_obs=False, total_steps=64)
-    split = Sweep(tiny, {"k": [2.0, 4.0]}, num_seeds=2)
+    split = Sweep(tiny, {"k": [2.0, 4.0]}, num_seeds=1)
     assert len(split.devices) == 2
     _, m2 = split.run()
-    _, m1 = Sweep(tiny, {"k": [2.0, 4.0]}, num_seeds=2, devices=jax.devices()[:1]).run()
+    _, m1 = Sweep(tiny, {"k": [2.0, 4.0]}, num_seeds=1, devices=jax.devices()[:1]).run()
     for name in ("value_loss", "approx_kl", "gate_mean"):
       np.testing.assert_allclose(m2[name], m1[name], rtol=1e-3, atol=1e-6)
     print("OK")

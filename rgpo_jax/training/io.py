@@ -138,7 +138,8 @@ def run_training(config: TrainConfig, grid: dict[str, Sequence[Any]] | None = No
                  num_seeds: int = 1, seed: int = 0, out: str | None = None,
                  progress: bool = True, log: Callable[[str], None] = print,
                  extra_config: dict[str, Any] | None = None, checkpoint_every: int = 0,
-                 keep_checkpoints: int = 3, resume: bool = False) -> dict[str, Any]:
+                 keep_checkpoints: int = 3, resume: bool = False,
+                 cpu_multi_run: bool = False) -> dict[str, Any]:
   """Validate, compile, train in chunks, write files; return the summary.
 
   Files in `out` (if given): config.json (the config, sweep grid, seeds), metrics.jsonl (one
@@ -167,7 +168,8 @@ def run_training(config: TrainConfig, grid: dict[str, Sequence[Any]] | None = No
       raise ValueError(f"run {out!r} already finished (summary.json exists); nothing to resume")
   else:
     check_out_dir(out)
-  sweep = Sweep(config, grid, num_seeds=num_seeds, seed=seed)  # validates before compiling
+  sweep = Sweep(config, grid, num_seeds=num_seeds, seed=seed,  # validates before compiling
+                cpu_multi_run=cpu_multi_run)
   cfg = sweep.config
   run_config = {"config": cfg.to_dict(), "grid": sweep.grid, "seeds": num_seeds, "seed": seed,
                 **(extra_config or {})}

@@ -6,14 +6,14 @@ numbers, so settings are compared on equal footing). With several devices, the R
 along a device mesh with `shard_map` (each device vmaps its share; no communication).
 
 On CPU, one compiled program uses about one core well (XLA's intra-op threads cost more than
-they gain for these small matmuls), so a sweep runs fastest split over forced host devices, one
-per core: `use_host_devices()` (called by `rgpo train`) sets that up before JAX starts its
-backend. Measured on 2 cores, CartPole, 16 seeds: 152k env steps/s on 1 device, 236k on 2
-host devices × 8 seeds. ../shared/PITFALLS.md records multi-device CPU sweeps that hung with
->= 2 seeds per device; here the hang was reproduced and traced to the *vmapped orthogonal
-parameter initialisation* inside the program, and parameters are now initialised outside vmap
-(`Sweep.init`), after which 2 devices × 8 seeds ran cleanly. Multi-device tests still run in a
-subprocess under a timeout.
+they gain for these small matmuls), so a sweep can run faster split over forced host devices,
+one per core (`use_host_devices()`, `rgpo train --cpu-devices`, `cpu_multi_run=True`).
+Measured on 2 cores, CartPole, 16 seeds: 152k env steps/s on 1 device, 185–236k on 2 host
+devices × 8 seeds. BUT ../shared/PITFALLS.md's hang is real: with >= 2 runs per host CPU
+device the program hung (all threads idle on a futex) in 1 of about 6 runs here, even with the
+parameters initialised outside vmap (a vmapped orthogonal init of larger layers hangs by itself
+and is avoided in `Sweep.init`). Several runs per CPU device is therefore opt-in; by default
+CPU sweeps use one device (vmap) or one run per device. Accelerators are unaffected.
 """
 
 from __future__ import annotations
@@ -82,10 +82,12 @@ class Sweep:
   """A compiled sweep of `num_seeds` seeds × the settings of `grid` around one `Trainer`."""
 
   def __init__(self, config: TrainConfig, grid: dict[str, Sequence[Any]] | None = None,
-               num_seeds: int = 1, seed: int = 0, devices: Sequence[jax.Device] | None = None):
+               num_seeds: int = 1, seed: int = 0, devices: Sequence[jax.Device] | None = None,
+               cpu_multi_run: bool = False):
     if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds <= 0:
       raise ValueError(f"seeds must be a positive integer, got seeds={num_seeds!r}")
     self.config = config
+    self.cpu_multi_run = cpu_multi_run
     self.grid = {k: list(v) for k, v in (grid or {}).items()}
     self.configs = check_grid(config, self.grid)
     self.settings = expand_grid(self.grid)
@@ -103,15 +105,28 @@ class Sweep:
     self._chunks = {}
 
   def _choose_devices(self, devices):
-    """The most devices (up to all) that split the R runs evenly."""
+    """The most devices (up to all) that split the R runs evenly.
+
+    On CPU, several runs per device only with `cpu_multi_run=True` (can hang, see module
+    docstring); otherwise one run per device when there are enough devices, else one device.
+    """
     devices = list(devices if devices is not None else jax.devices())
-    d = max(n for n in range(1, min(len(devices), self.num_runs) + 1) if self.num_runs % n == 0)
+    r = self.num_runs
+    if devices[0].platform == "cpu" and not self.cpu_multi_run:
+      return devices[:r] if len(devices) >= r else devices[:1]
+    d = max(n for n in range(1, min(len(devices), r) + 1) if r % n == 0)
     return devices[:d]
 
   # ------------------------------------------------------------------------------------------
   def _sharded(self, fn):
     """jit(shard_map(vmap(fn))) over the run axis (plain jit(vmap) on one device)."""
-    vfn = jax.vmap(fn)
+    if self.num_runs == len(self.devices):
+      # One run per device: no vmap (a size-1 vmap measured ~10-20% slower on CPU).
+      def vfn(*args):
+        out = fn(*jax.tree.map(lambda x: x[0], args))
+        return jax.tree.map(lambda x: x[None], out)
+    else:
+      vfn = jax.vmap(fn)
     if len(self.devices) == 1:
       return jax.jit(vfn)
     return jax.jit(jax.shard_map(vfn, mesh=self.mesh, in_specs=P(RUN_AXIS),

@@ -4,7 +4,7 @@ One code path for every algorithm: the gate (`config.algo` → `gates.make`) is 
 that differs between RGPO, PPO, IS, REINFORCE, SAPO, ... (see ARCHITECTURE.md).
 
     TrainState ──update──► rollout (scan over num_steps, vmapped envs)
-                           V(final_obs) in one batched critic call → next_values
+                           next_values: V(obs[t+1]), V(final_obs) where truncated
                            advantages.gae (terminated: no bootstrap; truncated: bootstrap)
                            epochs × minibatches: losses.policy_loss(gate) + value + entropy
                            (lax.pmean over `axis_name` when data-parallel) → Adam
@@ -173,6 +173,21 @@ class Trainer:
                                           jax.random.split(key, cfg.num_steps))
     return env_state, obs, traj
 
+  def next_values(self, params, stats, traj: Transition, last_obs: Array) -> Array:
+    """V(s'_t) for GAE, [T, B]: values[t+1] inside the rollout, V(last_obs) at its end, and
+    V(final_obs[t]) where step t was truncated (terminated steps are masked by GAE).
+
+    The truncated case needs a critic pass over the final observations: one batched call, made
+    only when some step was truncated (`lax.cond`: skipped in a single-run program; under vmap
+    both branches run, as an unconditional batched call would).
+    """
+    value_fn = lambda o: self.network.apply(params, self._norm(stats, o), method=ActorCritic.value)
+    shifted = jnp.concatenate([traj.value[1:], value_fn(last_obs)[None]], axis=0)
+    return jax.lax.cond(
+        jnp.any(traj.truncated),
+        lambda: jnp.where(traj.truncated, value_fn(traj.final_obs), shifted),
+        lambda: shifted)
+
   def loss(self, params, hp: HParams, batch):
     """Total loss on a minibatch and its diagnostics."""
     cfg = self.config
@@ -208,9 +223,7 @@ class Trainer:
     params, stats = state.params, state.obs_stats
     env_state, last_obs, traj = self.rollout(params, state.env_state, state.obs, stats, k_roll)
 
-    # V(s'_t) for every step in one batched critic call (see bootstrap_advantages).
-    final_obs = self._norm(stats, traj.final_obs)
-    next_values = self.network.apply(params, final_obs, method=ActorCritic.value)
+    next_values = self.next_values(params, stats, traj, last_obs)
     advantage, target = bootstrap_advantages(traj, next_values, hp)
 
     n = cfg.batch_size
