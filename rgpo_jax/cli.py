@@ -18,13 +18,23 @@ SUBCOMMAND_MODULES = (
 )
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+  """Shows "(default: X)" only where there is a default worth showing (not None, not a help
+  text that already states its default)."""
+
+  def _get_help_string(self, action):
+    if action.default is None or "default" in (action.help or ""):
+      return action.help
+    return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="rgpo",
       description="Rejection-Gated Policy Optimization (RGPO) in JAX: train agents with any "
                   "acceptance gate (RGPO, PPO, IS, REINFORCE, SAPO, ...), sweep seeds and "
                   "hyperparameters, and measure gradient variance.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=HelpFormatter)
   parser.add_argument("--version", action="version", version=_version())
   subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
   for name in SUBCOMMAND_MODULES:

@@ -11,6 +11,7 @@ import dataclasses
 import sys
 from typing import Any
 
+from rgpo_jax.cli import HelpFormatter
 from rgpo_jax.training.config import ALGOS, SWEEPABLE, TrainConfig
 
 FIELD_HELP: dict[str, str] = {
@@ -94,7 +95,9 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     elif name in SWEEPABLE:
       group.add_argument(_flag(name), dest=name, type=_number_list(float), default=None,
                          metavar="X[,Y,...]",
-                         help=f"{help_text} (default {default}; a comma list sweeps)")
+                         help=f"{help_text} ("
+                              + ("" if default is None else f"default {default}; ")
+                              + "a comma list sweeps)")
     elif isinstance(default, int):
       group.add_argument(_flag(name), dest=name, type=_int_arg, default=default, help=help_text)
     elif isinstance(default, float):
@@ -294,7 +297,7 @@ def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
       description="Load the latest checkpoint of a run written by `rgpo train --out RUN` and "
                   "report the undiscounted returns of the deterministic policy (Gaussian mean, "
                   "argmax for discrete actions) on fresh episodes, per run of the sweep.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=HelpFormatter)
   p.add_argument("run", help="run folder (config.json + checkpoints/)")
   p.add_argument("--episodes", type=_int_arg, default=16, help="episodes per run")
   p.add_argument("--seed", type=_int_arg, default=0, help="PRNG seed of the env resets")
@@ -322,7 +325,7 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                   "Comma-separated values of a sweepable flag (e.g. --k 1,2,4,8 --lr 1e-4,3e-4) "
                   "train every combination × --seeds seeds in one compiled program. With no "
                   "flags: RGPO (k=4) on CartPole-v1, 5e5 steps, 1 seed.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=HelpFormatter)
   p.add_argument("--seeds", type=_int_arg, default=1, help="seeds per hyperparameter setting")
   p.add_argument("--seed", type=_int_arg, default=0, help="base PRNG seed")
   p.add_argument("--out", type=str, default=None,
@@ -345,7 +348,7 @@ def add_plot_parser(subparsers) -> argparse.ArgumentParser:
       "plot", help="learning curves of one or more training runs",
       description="Write learning-curve PNGs (mean and spread across seeds; one line per "
                   "algorithm / hyperparameter setting) from runs written by `rgpo train`.",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      formatter_class=HelpFormatter)
   p.add_argument("runs", nargs="+", help="run folders (each with config.json, metrics.jsonl)")
   p.add_argument("--out", default=None, help="folder for the PNGs (default: <first run>/plots)")
   p.add_argument("--metrics", default="episode_return,approx_kl,effective_update_ratio,entropy",
