@@ -50,22 +50,11 @@ def test_plot_writes_pngs(run_dir, tmp_path):
       assert f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
-def _snapshot(folder):
-  """Every file under `folder` (checkpoints included) with its bytes."""
-  files = {}
-  for root, _, names in os.walk(folder):
-    for name in names:
-      path = os.path.join(root, name)
-      with open(path, "rb") as f:
-        files[os.path.relpath(path, folder)] = f.read()
-  return files
-
-
-def test_existing_run_is_never_overwritten(run_dir, capsys):
-  before = _snapshot(run_dir)
+def test_existing_run_is_never_overwritten(run_dir, capsys, snapshot):
+  before = snapshot(run_dir)
   assert main(["train", *TINY, "--out", run_dir]) == 2
   assert "already holds a run" in capsys.readouterr().err
-  assert before == _snapshot(run_dir)
+  assert before == snapshot(run_dir)
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -1,7 +1,6 @@
 """`rgpo train --resume`: a run stopped after a checkpoint and resumed ends bit-identical to an
 uninterrupted run; mismatched checkpoints are refused touching nothing; Brax flags/defaults."""
 
-import hashlib
 import json
 import os
 import shutil
@@ -16,16 +15,6 @@ from rgpo_jax.training import cli as train_cli
 TINY = ["train", "--env", "CartPole-v1", "--num-envs", "2", "--num-steps", "8", "--total-steps", "128",
         "--num-minibatches", "2", "--update-epochs", "2", "--hidden", "16", "--seeds", "2",
         "--normalize-obs", "--checkpoint-every", "4", "--no-progress"]  # 8 updates
-
-
-def _snapshot(directory):
-  out = {}
-  for root, _, files in os.walk(directory):
-    for f in files:
-      p = os.path.join(root, f)
-      with open(p, "rb") as fh:
-        out[p] = (os.path.getmtime(p), hashlib.sha256(fh.read()).hexdigest())
-  return out
 
 
 def _summary(run):
@@ -106,7 +95,7 @@ def test_finished_run_cannot_be_resumed(runs, capsys):
   assert "already finished" in capsys.readouterr().err
 
 
-def test_checkpoint_of_another_network_is_refused_touching_nothing(runs, capsys):
+def test_checkpoint_of_another_network_is_refused_touching_nothing(runs, capsys, snapshot):
   _, _, mismatched = runs
   path = os.path.join(mismatched, "config.json")
   with open(path) as f:
@@ -114,12 +103,12 @@ def test_checkpoint_of_another_network_is_refused_touching_nothing(runs, capsys)
   run_config["config"]["hidden"] = [32]
   with open(path, "w") as f:
     json.dump(run_config, f)
-  before = _snapshot(mismatched)
+  before = snapshot(mismatched)
   assert cli.main(["train", "--resume", mismatched, "--no-progress"]) == 2
   err = capsys.readouterr().err
   assert "was written by a different run; refusing to resume" in err
   assert "network: checkpoint has {'activation': 'tanh', 'hidden': [16]}" in err
-  assert _snapshot(mismatched) == before
+  assert snapshot(mismatched) == before
 
 
 def test_evaluate_reports_final_checkpoint(runs, capsys):
