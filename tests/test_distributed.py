@@ -45,17 +45,19 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_pmean_over_all_four_devices():
-  address = f"127.0.0.1:{_free_port()}"
-  script = _WORKER.format(repo=REPO, address=address)
+
+def _run_workers(script: str, args: list[str], timeout: float) -> list:
+  """Start one CPU process per argument, all at once; return each one's `RESULT {json}` line.
+
+  Every process is killed if any fails or time runs out, so a hang fails the test, not CI."""
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
-  procs = [subprocess.Popen([sys.executable, "-c", script, str(i)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env) for i in range(2)]
+  procs = [subprocess.Popen([sys.executable, "-c", script, arg], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env) for arg in args]
   results = []
   try:
     for p in procs:
-      out, err = p.communicate(timeout=90)
+      out, err = p.communicate(timeout=timeout)
       assert p.returncode == 0, err[-3000:]
       line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
       results.append(json.loads(line[len("RESULT "):]))
@@ -63,6 +65,12 @@ def test_two_processes_pmean_over_all_four_devices():
     for p in procs:
       if p.poll() is None:
         p.kill()
+  return results
+
+def test_two_processes_pmean_over_all_four_devices():
+  address = f"127.0.0.1:{_free_port()}"
+  script = _WORKER.format(repo=REPO, address=address)
+  results = _run_workers(script, ["0", "1"], timeout=90)
   # values over the 4 global devices: 1, 2, 11, 12 → mean 6.5, sum 26
   for pid, r in enumerate(results):
     assert r["info"] == [pid, 2, 2, 4]
@@ -118,22 +126,7 @@ def test_data_parallel_training_across_two_processes_matches_one_process():
   """The trainer's data-parallel update over 2 processes × 1 device equals 1 process × 2."""
   address = f"127.0.0.1:{_free_port()}"
   script = _TRAIN_WORKER.format(repo=REPO, address=address)
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
-  procs = [subprocess.Popen([sys.executable, "-c", script, mode], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
-           for mode in ("0", "1", "local")]
-  results = []
-  try:
-    for p in procs:
-      out, err = p.communicate(timeout=240)
-      assert p.returncode == 0, err[-3000:]
-      line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
-      results.append(json.loads(line[len("RESULT "):]))
-  finally:
-    for p in procs:
-      if p.poll() is None:
-        p.kill()
+  results = _run_workers(script, ["0", "1", "local"], timeout=240)
   p0, p1, ref = (np.asarray(r["params"]) for r in results)
   np.testing.assert_array_equal(p0, p1)  # every process holds the same (pmean-ed) params
   np.testing.assert_allclose(p0, ref, rtol=1e-5, atol=1e-6)
