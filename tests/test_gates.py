@@ -27,6 +27,10 @@ CLOSED_FORMS = {
                    lambda r, a: 2.0 * _sig(2.0 * (r - 1)) * (1 - _sig(2.0 * (r - 1))) * r),
     "sigmoid_k8": (gates.sigmoid(8.0),
                    lambda r, a: 8.0 * _sig(8.0 * (r - 1)) * (1 - _sig(8.0 * (r - 1))) * r),
+    "pessimistic_sigmoid": (
+        gates.pessimistic_sigmoid(4.0),
+        lambda r, a: np.where((a >= 0) == (r > 1),
+                              4.0 * _sig(4.0 * (r - 1)) * (1 - _sig(4.0 * (r - 1))) * r, r)),
     "sapo": (gates.sapo(1.0, 1.05),
              lambda r, a: 4 * _sig(_by_sign(a, 1.0, 1.05) * (r - 1))
              * (1 - _sig(_by_sign(a, 1.0, 1.05) * (r - 1))) * r),

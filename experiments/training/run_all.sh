@@ -14,3 +14,7 @@ MINATAR="--env Breakout-MinAtar --num-envs 16 --num-steps 128 --num-minibatches 
 $PY -m rgpo_jax.cli train --algo rgpo --k 4 $MINATAR --out $D/breakout_rgpo_k4
 $PY -m rgpo_jax.cli train --algo ppo $MINATAR --out $D/breakout_ppo
 $PY -m rgpo_jax.cli plot $D/breakout_rgpo_k4 $D/breakout_ppo --out $D/breakout_plots
+# Why does the RGPO sigmoid drift on Breakout? Sharper k (8, 16) and the pessimistic variant.
+$PY -m rgpo_jax.cli train --algo rgpo --k 8,16 $MINATAR --out $D/breakout_rgpo_k8_k16
+$PY -m rgpo_jax.cli train --algo rgpo_pessimistic --k 4 $MINATAR --out $D/breakout_rgpo_pessimistic_k4
+$PY -m rgpo_jax.cli plot $D/breakout_rgpo_k4 $D/breakout_rgpo_k8_k16 $D/breakout_rgpo_pessimistic_k4 $D/breakout_ppo --out $D/breakout_gate_plots --metrics episode_return,approx_kl

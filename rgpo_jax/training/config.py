@@ -28,6 +28,7 @@ ALGOS: dict[str, tuple[str, tuple[str, ...]]] = {
     "arctan": ("arctan", ("tau", "tau_neg")),
     "softsign": ("softsign", ("tau", "tau_neg")),
     "truncated": ("truncated", ("low", "high")),
+    "rgpo_pessimistic": ("pessimistic_sigmoid", ("k",)),
 }
 
 # Fields that a sweep may vary (traced in the compiled program).
