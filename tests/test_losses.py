@@ -13,6 +13,7 @@ pytestmark = pytest.mark.usefixtures("x64")
 
 ALL_GATES = {
     "sigmoid": gates.sigmoid(4.0), "sigmoid_k10": gates.sigmoid(10.0), "sapo": gates.sapo(),
+    "pessimistic_sigmoid": gates.pessimistic_sigmoid(4.0),
     "erf": gates.erf(2.0), "arctan": gates.arctan(1.0), "softsign": gates.softsign(1.0),
     "importance": gates.importance(), "reinforce": gates.reinforce(),
     "ppo_clip": gates.ppo_clip(0.2), "truncated": gates.truncated(0.7, 1.4),
