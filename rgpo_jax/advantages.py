@@ -11,14 +11,9 @@ from typing import Callable, Literal
 import jax
 import jax.numpy as jnp
 
+from rgpo_jax._checks import check_same_shape
+
 Array = jax.Array
-
-
-def _check_same_shape(fn: str, **arrays):
-  shapes = {n: jnp.shape(a) for n, a in arrays.items()}
-  if len(set(shapes.values())) > 1:
-    raise ValueError(f"{fn}: arrays must have the same shape; got "
-                     + ", ".join(f"{n}{tuple(s)}" for n, s in shapes.items()))
 
 
 def _check_unit_interval(fn: str, **params):
@@ -58,7 +53,7 @@ def gae(
     (advantages, returns) with returns = advantages + values (the λ-returns), both [T, ...];
     stop-gradiented.
   """
-  _check_same_shape("gae", rewards=rewards, values=values, next_values=next_values,
+  check_same_shape("gae", rewards=rewards, values=values, next_values=next_values,
                     terminated=terminated, truncated=truncated)
   _check_unit_interval("gae", gamma=gamma, lambda_=lambda_)
   rewards, values, next_values = jax.lax.stop_gradient((rewards, values, next_values))

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from rgpo_jax import gates as gates_lib
+from rgpo_jax._checks import check_same_shape
 from rgpo_jax.distributions import (  # noqa: F401  (re-exported: entropy lives with the policies)
     categorical_entropy, gaussian_entropy, tanh_gaussian_entropy)
 
@@ -29,11 +30,8 @@ DEFAULT_MAX_LOG_RATIO = 20.0
 
 
 def _check_shapes(fn: str, **arrays):
-  shapes = {name: jnp.shape(a) for name, a in arrays.items() if a is not None}
-  if len(set(shapes.values())) > 1:
-    listing = ", ".join(f"{n}{tuple(s)}" for n, s in shapes.items())
-    raise ValueError(f"{fn}: arrays must have the same shape (broadcast them explicitly, e.g. a "
-                     f"per-sequence advantage as advantage[:, None]); got {listing}")
+  check_same_shape(fn, " (broadcast them explicitly, e.g. a per-sequence advantage as "
+                       "advantage[:, None])", **arrays)
 
 
 def _check_reduction(fn: str, reduction: str, ndim: int):
@@ -99,8 +97,12 @@ def kl_k2(sample_log_prob: Array, target_log_prob: Array) -> Array:
 
 def kl_k3(sample_log_prob: Array, target_log_prob: Array) -> Array:
   """k3 = (r − 1) − log r: unbiased for KL(q‖p), low variance, ≥ 0."""
-  log_ratio = jnp.clip(target_log_prob - sample_log_prob, -DEFAULT_MAX_LOG_RATIO,
-                       DEFAULT_MAX_LOG_RATIO)
+  return kl_k3_from_log_ratio(target_log_prob - sample_log_prob)
+
+
+def kl_k3_from_log_ratio(log_ratio: Array) -> Array:
+  """k3 from log r = log p − log q directly; |log r| is clamped at 20 against overflow."""
+  log_ratio = jnp.clip(log_ratio, -DEFAULT_MAX_LOG_RATIO, DEFAULT_MAX_LOG_RATIO)
   return jnp.expm1(log_ratio) - log_ratio
 
 
@@ -154,7 +156,7 @@ def gate_diagnostics(gate: gates_lib.Gate, ratio: Array, log_ratio: Array, advan
       weight_mean=mean(weight),
       weight_max=_masked_max(weight, mask),
       effective_update_ratio=mean(relative_slope),
-      approx_kl=mean(jnp.expm1(log_ratio) - log_ratio),
+      approx_kl=mean(kl_k3_from_log_ratio(log_ratio)),
       ratio_mean=mean(ratio),
       ratio_max=_masked_max(ratio, mask),
   )

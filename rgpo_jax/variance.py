@@ -678,7 +678,7 @@ def ratio_statistics(log_ratio: Array) -> RatioStatistics:
   r = jnp.exp(jnp.clip(log_ratio, -losses.DEFAULT_MAX_LOG_RATIO, losses.DEFAULT_MAX_LOG_RATIO))
   return RatioStatistics(ess_fraction=ess, tail_index=hill, mean=jnp.mean(r), max=jnp.max(r),
                          log_std=jnp.std(log_ratio),
-                         approx_kl=jnp.mean(jnp.expm1(log_ratio) - log_ratio))
+                         approx_kl=jnp.mean(losses.kl_k3_from_log_ratio(log_ratio)))
 
 
 def hill_tail_index(samples: Array, k: int) -> Array:
