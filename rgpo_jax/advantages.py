@@ -72,12 +72,22 @@ def gae(
   return advantages, advantages + values
 
 
-def normalize(advantages: Array, mask: Array | None = None, eps: float = 1e-8) -> Array:
-  """(A − mean)/(std + eps) over all (valid) entries, as in PPO's per-minibatch normalisation."""
+def normalize(advantages: Array, mask: Array | None = None, eps: float = 1e-8,
+              axis_name: str | None = None) -> Array:
+  """(A − mean)/(std + eps) over all (valid) entries, as in PPO's per-minibatch normalisation.
+
+  Args:
+    advantages: any shape.
+    mask: optional, same shape; entries with mask 0 do not count towards mean and std.
+    eps: added to the std.
+    axis_name: inside pmap / shard_map, take mean and std over the entries of every device on
+      this axis (data-parallel training: the statistics of the global minibatch).
+  """
+  psum = (lambda x: x) if axis_name is None else (lambda x: jax.lax.psum(x, axis_name))
   m = jnp.ones_like(advantages) if mask is None else mask.astype(advantages.dtype)
-  n = jnp.maximum(jnp.sum(m), 1.0)
-  mean = jnp.sum(advantages * m) / n
-  var = jnp.sum(jnp.square(advantages - mean) * m) / n
+  n = jnp.maximum(psum(jnp.sum(m)), 1.0)
+  mean = psum(jnp.sum(advantages * m)) / n
+  var = psum(jnp.sum(jnp.square(advantages - mean) * m)) / n
   return (advantages - mean) / (jnp.sqrt(var) + eps)
 
 

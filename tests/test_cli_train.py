@@ -71,6 +71,8 @@ def test_existing_run_is_never_overwritten(run_dir, capsys, snapshot):
     (["--gamma", "1.2"], "gamma must be in [0, 1], got gamma=1.2"),
     (["--lr", "0"], "lr must be > 0"),
     (["--seeds", "0"], "--seeds must be a positive integer, got 0"),
+    (["--data-parallel", "0"], "--data-parallel must be a positive integer, got 0"),
+    (["--data-parallel", "2"], "data_parallel=2 exceeds the 1 available device(s)"),
 ])
 def test_bad_input_fails_with_message(argv, message, capsys, tmp_path):
   out = str(tmp_path / "never")

@@ -1,4 +1,4 @@
-"""Data-parallel training on 2 forced host CPU devices equals the same program vmapped on one.
+"""Data-parallel training on 2 forced host CPU devices equals one device with the same batch.
 
 Runs in a subprocess with a timeout (forced host devices must be set before JAX starts, and
 multi-device CPU programs can hang: ../shared/PITFALLS.md).
@@ -14,42 +14,55 @@ SCRIPT = textwrap.dedent("""
     jax.config.update("jax_num_cpu_devices", 2)
     import jax.numpy as jnp
     import numpy as np
-    from rgpo_jax.training import TrainConfig, Trainer, hparams_from_config
+    from rgpo_jax.training import TrainConfig, Trainer, hparams_from_config, make_train
     from rgpo_jax.training.sweep import data_parallel_train
 
     assert len(jax.devices()) == 2
-    cfg = TrainConfig(num_envs=2, num_steps=16, total_steps=96, update_epochs=2,
-                      num_minibatches=2, hidden=(16,), normalize_obs=True)
-    trainer = Trainer(cfg)
+    # Global batch: 4 envs × 16 steps; 2 devices hold 2 envs each.
+    cfg = TrainConfig(num_envs=4, num_steps=16, total_steps=4 * 16 * 6, update_epochs=2,
+                      num_minibatches=4, hidden=(16,), normalize_obs=True)
     hp = hparams_from_config(cfg)
     key = jax.random.key(3)
-    state, metrics = data_parallel_train(trainer, key, hp, cfg.num_updates)
+    state, metrics = data_parallel_train(Trainer(cfg, num_devices=2), key, hp, cfg.num_updates)
+    assert len(state.obs.sharding.device_set) == 2  # the envs really were split
+    ref_state, ref_metrics = jax.jit(make_train(cfg))(key)  # one device, all 4 envs
 
-    def per_device(k):
-      s = trainer.init(k, hp, axis_name="dp")
-      return trainer.train_chunk(s, hp, cfg.num_updates, axis_name="dp")
-    ref_state, ref_metrics = jax.jit(jax.vmap(per_device, axis_name="dp"))(
-        jnp.stack([key, key]))
+    flat = lambda t: np.concatenate([np.ravel(np.asarray(x, np.float64))
+                                     for x in jax.tree.leaves(jax.device_get(t))])
+    np.testing.assert_allclose(flat(state.params), flat(ref_state.params), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(flat(state.opt_state), flat(ref_state.opt_state), rtol=1e-3,
+                               atol=1e-7)
+    # The same episodes: env states and observations, env by env.
+    np.testing.assert_allclose(flat(state.env_state), flat(ref_state.env_state), rtol=1e-4,
+                               atol=1e-5)
+    np.testing.assert_allclose(flat(state.obs_stats), flat(ref_state.obs_stats), rtol=1e-5,
+                               atol=1e-6)
+    assert float(state.obs_stats.count) == 4 + 4 * 16 * cfg.num_updates
+    for name, value in metrics.items():
+      np.testing.assert_allclose(np.asarray(value), np.asarray(ref_metrics[name]), rtol=2e-3,
+                                 atol=1e-6, err_msg=name)
+    assert float(np.sum(metrics["episodes"])) > 0  # episodes ended (auto-reset was exercised)
+    assert not np.allclose(flat(state.params), flat(Trainer(cfg).init(key, hp).params))
 
-    flat = lambda t: np.concatenate([np.ravel(x) for x in jax.tree.leaves(t)])
-    p, rp = flat(jax.device_get(state.params)), flat(ref_state.params)
-    np.testing.assert_allclose(p, rp, rtol=2e-5, atol=2e-6)
-    # Both devices hold the same params, but saw different environments.
-    p0 = flat(jax.tree.map(lambda x: x[0], jax.device_get(state.params)))
-    p1 = flat(jax.tree.map(lambda x: x[1], jax.device_get(state.params)))
-    np.testing.assert_array_equal(p0, p1)
-    obs = np.asarray(state.obs)
-    assert not np.allclose(obs[0], obs[1])
-    np.testing.assert_allclose(np.asarray(state.obs_stats.mean),
-                               np.asarray(ref_state.obs_stats.mean), rtol=1e-5, atol=1e-6)
-    # devices × (num_envs initial obs + num_envs × num_steps per update)
-    assert float(state.obs_stats.count[0]) == 2 * (2 + 2 * 16 * cfg.num_updates)
-    np.testing.assert_allclose(np.asarray(metrics["approx_kl"]),
-                               np.asarray(ref_metrics["approx_kl"]), rtol=1e-3, atol=1e-7)
+    # The same through a Sweep with a data-parallel axis (mesh [runs=1, dp=2]), as
+    # `rgpo train --data-parallel 2` runs it.
+    from rgpo_jax.training.sweep import Sweep
+    dp_sweep = Sweep(cfg, num_seeds=1, data_parallel=2)
+    assert dp_sweep.mesh.shape == {"runs": 1, "dp": 2}
+    dp_state, dp_metrics = dp_sweep.run()
+    _, one_metrics = Sweep(cfg, num_seeds=1, devices=jax.devices()[:1]).run()
+    assert len(dp_state.obs.sharding.device_set) == 2
+    for name in ("value_loss", "approx_kl", "gate_mean", "episode_return", "grad_norm"):
+      np.testing.assert_allclose(dp_metrics[name], one_metrics[name], rtol=2e-3, atol=1e-6,
+                                 err_msg=name)
+    try:
+      Sweep(cfg.replace(num_envs=3), num_seeds=1, data_parallel=2)
+      raise AssertionError("num_envs=3 over 2 devices was accepted")
+    except ValueError as e:
+      assert "num_envs=3" in str(e), e
 
     # A sweep split over the 2 host devices, one run per device (the CPU default; several runs
     # per CPU device can hang, see sweep.py), equals the 1-device vmapped sweep.
-    from rgpo_jax.training.sweep import Sweep
     tiny = cfg.replace(normalize_obs=False, total_steps=64)
     split = Sweep(tiny, {"k": [2.0, 4.0]}, num_seeds=1)
     assert len(split.devices) == 2
@@ -61,7 +74,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_two_device_data_parallel_equals_single_device_vmap():
+def test_two_device_data_parallel_equals_one_device_with_the_same_global_batch():
   env = dict(os.environ)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")

@@ -163,6 +163,8 @@ def _train(args: argparse.Namespace) -> int:
       seeds, seed, out, resume = args.seeds, args.seed, args.out, False
     if seeds <= 0:
       raise ValueError(f"--seeds must be a positive integer, got {seeds}")
+    if args.data_parallel is not None and args.data_parallel < 1:
+      raise ValueError(f"--data-parallel must be a positive integer, got {args.data_parallel}")
     if args.cpu_devices:  # before anything starts JAX's backend
       from rgpo_jax.training.sweep import expand_grid, use_host_devices
       use_host_devices(len(expand_grid(grid)) * seeds)
@@ -170,7 +172,7 @@ def _train(args: argparse.Namespace) -> int:
     summary = run_training(config, grid, num_seeds=seeds, seed=seed, out=out,
                            progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
                            keep_checkpoints=args.keep_checkpoints, resume=resume,
-                           cpu_multi_run=args.cpu_devices)
+                           cpu_multi_run=args.cpu_devices, data_parallel=args.data_parallel)
   except ValueError as e:
     print(f"rgpo train: error: {e}", file=sys.stderr)
     return 2
@@ -336,6 +338,12 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                  help="EXPERIMENTAL, CPU only: split the runs over one forced host device per "
                       "core (1.2-1.5x faster on 2 cores for 16 seeds, but such programs hung "
                       "in about 1 of 6 runs: see rgpo_jax/training/sweep.py)")
+  p.add_argument("--data-parallel", type=_int_arg, default=None, metavar="N",
+                 help="devices each run's envs are split over (gradients and statistics "
+                      "averaged across them; same result as one device). Must divide "
+                      "--num-envs, and --num-minibatches must divide --num-steps. Default: on "
+                      "accelerators the devices left after splitting the runs one per device, "
+                      "on CPU 1")
   add_config_arguments(p)
   _track_explicit(p)
   add_run_arguments(p)

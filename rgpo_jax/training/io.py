@@ -113,7 +113,7 @@ def summarize(sweep: Sweep, metrics: dict[str, np.ndarray], compile_seconds: flo
       "approx_kl_mean": _json_float(np.mean(metrics["approx_kl"])),
       "steps_per_second": steps / train_seconds if train_seconds > 0 else None,
       "compile_seconds": compile_seconds, "train_seconds": train_seconds,
-      "devices": [str(d) for d in sweep.devices],
+      "devices": [str(d) for d in sweep.devices], "data_parallel": sweep.data_parallel,
       "per_setting": per_setting,
   }
 
@@ -139,7 +139,8 @@ def run_training(config: TrainConfig, grid: dict[str, Sequence[Any]] | None = No
                  progress: bool = True, log: Callable[[str], None] = print,
                  extra_config: dict[str, Any] | None = None, checkpoint_every: int = 0,
                  keep_checkpoints: int = 3, resume: bool = False,
-                 cpu_multi_run: bool = False) -> dict[str, Any]:
+                 cpu_multi_run: bool = False,
+                 data_parallel: int | None = None) -> dict[str, Any]:
   """Validate, compile, train in chunks, write files; return the summary.
 
   Files in `out` (if given): config.json (the config, sweep grid, seeds), metrics.jsonl (one
@@ -169,7 +170,7 @@ def run_training(config: TrainConfig, grid: dict[str, Sequence[Any]] | None = No
   else:
     check_out_dir(out)
   sweep = Sweep(config, grid, num_seeds=num_seeds, seed=seed,  # validates before compiling
-                cpu_multi_run=cpu_multi_run)
+                cpu_multi_run=cpu_multi_run, data_parallel=data_parallel)
   cfg = sweep.config
   run_config = {"config": cfg.to_dict(), "grid": sweep.grid, "seeds": num_seeds, "seed": seed,
                 **(extra_config or {})}
@@ -203,7 +204,7 @@ def run_training(config: TrainConfig, grid: dict[str, Sequence[Any]] | None = No
   jax.block_until_ready(state)
   compile_seconds = time.perf_counter() - t0
   log(f"compiled in {compile_seconds:.1f} s: {sweep.num_runs} run(s) on {len(sweep.devices)} "
-      f"device(s), {cfg.num_updates - start_update} updates in {len(sizes)} chunk(s) of "
+      f"device(s) ({sweep.data_parallel} per run), {cfg.num_updates - start_update} updates in {len(sizes)} chunk(s) of "
       f"{sizes[0] if sizes else 0}")
 
   bar = None

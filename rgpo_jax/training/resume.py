@@ -76,7 +76,7 @@ def restore_state(run_dir: str, sweep, run_config: dict[str, Any], target=None):
   target = sweep.init() if target is None else target
   step, state = ckpt_lib.restore(os.path.join(run_dir, CHECKPOINT_DIR), target,
                                  checkpoint_metadata(sweep, run_config))
-  return step, sweep.place(state)
+  return step, sweep.place_state(state)
 
 
 def truncate_metrics(run_dir: str, update: int) -> list[dict[str, Any]]:

@@ -2,8 +2,10 @@
 
 Runs are flattened to R = H·S (setting-major: run r = h·S + s), each with its own traced
 `HParams` and PRNG key, and `vmap`ped. Seed s uses the same key in every setting (common random
-numbers, so settings are compared on equal footing). With several devices, the R runs are split
-along a device mesh with `shard_map` (each device vmaps its share; no communication).
+numbers, so settings are compared on equal footing). With several devices, the devices form a
+mesh [runs, dp] used with `shard_map`: the R runs are split along "runs" (each device vmaps its
+share; no communication), and each run's envs are split along "dp" (data-parallel: gradients
+and statistics averaged with collectives; the result equals dp = 1, see `Trainer`).
 
 On CPU, one compiled program uses about one core well (XLA's intra-op threads cost more than
 they gain for these small matmuls), so a sweep can run faster split over forced host devices,
@@ -31,6 +33,7 @@ from rgpo_jax.training.config import (ALGOS, SWEEPABLE, HParams, TrainConfig, hp
 from rgpo_jax.training.train import Trainer, TrainState
 
 RUN_AXIS = "runs"
+DP_AXIS = "dp"
 
 
 def use_host_devices(num_runs: int) -> int:
@@ -83,7 +86,17 @@ class Sweep:
 
   def __init__(self, config: TrainConfig, grid: dict[str, Sequence[Any]] | None = None,
                num_seeds: int = 1, seed: int = 0, devices: Sequence[jax.Device] | None = None,
-               cpu_multi_run: bool = False):
+               cpu_multi_run: bool = False, data_parallel: int | None = None):
+    """
+    Args:
+      config: the base configuration; grid: {sweepable field: values} (cartesian product).
+      num_seeds, seed: seeds per setting, and the seed the run keys are split from.
+      devices: devices to use (default: all).
+      cpu_multi_run: on CPU, allow several vmapped runs per device (can hang, see above).
+      data_parallel: devices each run's envs are split over (must divide num_envs). None:
+        automatic, the devices left over after splitting the runs on accelerators (largest
+        usable divisor), 1 on CPU.
+    """
     if isinstance(num_seeds, bool) or not isinstance(num_seeds, int) or num_seeds <= 0:
       raise ValueError(f"seeds must be a positive integer, got seeds={num_seeds!r}")
     self.config = config
@@ -93,34 +106,61 @@ class Sweep:
     self.settings = expand_grid(self.grid)
     self.num_settings, self.num_seeds = len(self.settings), num_seeds
     self.num_runs = self.num_settings * num_seeds
-    self.trainer = Trainer(config)
+    all_devices = list(devices if devices is not None else jax.devices())
+    self.data_parallel = self._choose_data_parallel(all_devices, data_parallel)
+    self.trainer = Trainer(config, num_devices=self.data_parallel)
     hp = stack_hparams([hparams_from_config(c) for c in self.configs])  # [H]
     self.hparams = jax.tree.map(lambda x: jnp.repeat(x, num_seeds, axis=0), hp)  # [R]
     seed_keys = jax.random.split(jax.random.key(seed), num_seeds)
     self.keys = jnp.tile(seed_keys, (self.num_settings,))  # [R], run h·S + s gets seed s
     self.seed_of_run = np.tile(np.arange(num_seeds), self.num_settings)
     self.setting_of_run = np.repeat(np.arange(self.num_settings), num_seeds)
-    self.devices = self._choose_devices(devices)
-    self.mesh = Mesh(np.asarray(self.devices), (RUN_AXIS,))
+    dp = self.data_parallel
+    run_devices = self._choose_run_devices(all_devices[:len(all_devices) // dp])
+    self.devices = all_devices[:run_devices * dp]
+    self.mesh = Mesh(np.asarray(self.devices).reshape(run_devices, dp), (RUN_AXIS, DP_AXIS))
+    self._state_partition = state_partition(RUN_AXIS, DP_AXIS if dp > 1 else None)
     self._chunks = {}
 
-  def _choose_devices(self, devices):
-    """The most devices (up to all) that split the R runs evenly.
+  def _choose_data_parallel(self, devices, requested):
+    """Devices per run (see `data_parallel` in `__init__`); raises naming a bad request."""
+    cfg = self.config
+    if requested is not None:
+      if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+        raise ValueError(f"data_parallel must be a positive integer, got {requested!r}")
+      if requested > len(devices):
+        raise ValueError(f"data_parallel={requested} exceeds the {len(devices)} available "
+                         f"device(s)")
+      return requested  # Trainer checks num_envs and the minibatch layout
+    if devices[0].platform == "cpu" or cfg.num_steps % cfg.num_minibatches:
+      return 1
+    run_devices = self._choose_run_devices(devices)
+    spare = len(devices) // run_devices
+    return max(d for d in range(1, spare + 1) if cfg.num_envs % d == 0 and spare % d == 0)
+
+  def _choose_run_devices(self, devices) -> int:
+    """How many of `devices` (up to all) to split the R runs over, evenly.
 
     On CPU, several runs per device only with `cpu_multi_run=True` (can hang, see module
     docstring); otherwise one run per device when there are enough devices, else one device.
     """
-    devices = list(devices if devices is not None else jax.devices())
     r = self.num_runs
     if devices[0].platform == "cpu" and not self.cpu_multi_run:
-      return devices[:r] if len(devices) >= r else devices[:1]
-    d = max(n for n in range(1, min(len(devices), r) + 1) if r % n == 0)
-    return devices[:d]
+      return r if len(devices) >= r else 1
+    return max(n for n in range(1, min(len(devices), r) + 1) if r % n == 0)
 
   # ------------------------------------------------------------------------------------------
-  def _sharded(self, fn):
-    """jit(shard_map(vmap(fn))) over the run axis (plain jit(vmap) on one device)."""
-    if self.num_runs == len(self.devices):
+  @property
+  def axis_name(self) -> str | None:
+    """The data-parallel axis the per-run program averages over (None when dp = 1)."""
+    return DP_AXIS if self.data_parallel > 1 else None
+
+  def _sharded(self, fn, in_specs, out_specs):
+    """jit(shard_map(vmap(fn))) over the mesh (plain jit(vmap) on one device).
+
+    `fn` is the program of one run (on one device of its dp group); specs are prefix trees.
+    """
+    if self.num_runs == self.mesh.shape[RUN_AXIS]:
       # One run per device: no vmap (a size-1 vmap measured ~10-20% slower on CPU).
       def vfn(*args):
         out = fn(*jax.tree.map(lambda x: x[0], args))
@@ -129,14 +169,22 @@ class Sweep:
       vfn = jax.vmap(fn)
     if len(self.devices) == 1:
       return jax.jit(vfn)
-    return jax.jit(jax.shard_map(vfn, mesh=self.mesh, in_specs=P(RUN_AXIS),
-                                 out_specs=P(RUN_AXIS), check_vma=False))
+    return jax.jit(jax.shard_map(vfn, mesh=self.mesh, in_specs=in_specs, out_specs=out_specs,
+                                 check_vma=False))
 
   def place(self, tree):
-    """Put [R, ...] arrays on the sweep's devices (split along the run axis)."""
+    """Put [R, ...] arrays (keys, hparams, params) on the sweep's devices, split by run."""
     if len(self.devices) == 1:
       return jax.device_put(tree, self.devices[0])
     return jax.device_put(tree, NamedSharding(self.mesh, P(RUN_AXIS)))
+
+  def place_state(self, state: TrainState) -> TrainState:
+    """Put a [R, ...] `TrainState` on the sweep's devices (envs split over dp)."""
+    if len(self.devices) == 1:
+      return jax.device_put(state, self.devices[0])
+    return jax.tree.map(
+        lambda spec, sub: jax.device_put(sub, NamedSharding(self.mesh, spec)),
+        self._state_partition, state, is_leaf=lambda x: isinstance(x, P))
 
   def init(self) -> TrainState:
     """Initial states of all runs, [R, ...].
@@ -148,13 +196,18 @@ class Sweep:
     init_params = jax.jit(self.trainer.init_params)
     params = [init_params(self.keys[r]) for r in range(self.num_runs)]
     params = jax.tree.map(lambda *xs: jnp.stack(xs), *params)
-    init = self._sharded(lambda key, hp, p: self.trainer.init(key, hp, params=p))
+    init = self._sharded(
+        lambda key, hp, p: self.trainer.init(key, hp, axis_name=self.axis_name, params=p),
+        in_specs=P(RUN_AXIS), out_specs=self._state_partition)
     return init(self.place(self.keys), self.place(self.hparams), self.place(params))
 
   def compile_chunk(self, state: TrainState, num_updates: int):
     """AOT-compiled `chunk(state, hparams) -> (state, metrics[R, num_updates])` (cached)."""
     if num_updates not in self._chunks:
-      fn = self._sharded(lambda s, hp: self.trainer.train_chunk(s, hp, num_updates))
+      fn = self._sharded(
+          lambda s, hp: self.trainer.train_chunk(s, hp, num_updates, axis_name=self.axis_name),
+          in_specs=(self._state_partition, P(RUN_AXIS)),
+          out_specs=(self._state_partition, P(RUN_AXIS)))
       self._chunks[num_updates] = fn.lower(state, self.place(self.hparams)).compile()
     return self._chunks[num_updates]
 
@@ -186,32 +239,45 @@ class Sweep:
 # Data-parallel training of one run over devices.
 
 
+def state_partition(run_axis: str | None, device_axis: str | None) -> TrainState:
+  """`PartitionSpec`s of a `TrainState` (a prefix tree): env state and observations split along
+  their env axis over `device_axis` (data-parallel), everything else replicated over it; a
+  leading run axis (sweeps) split over `run_axis`. `None` for an axis that is not used.
+  """
+  lead = () if run_axis is None else (run_axis,)
+  shared, per_env = P(*lead), P(*lead, device_axis)
+  return TrainState(params=shared, opt_state=shared, env_state=per_env, obs=per_env,
+                    obs_stats=shared, key=shared, update=shared)
+
+
 def data_parallel_train(trainer: Trainer, key: jax.Array, hp: HParams, num_updates: int,
                         devices: Sequence[jax.Device] | None = None, axis_name: str = "dp"):
-  """Train one run data-parallel over `devices`: each holds `num_envs` envs, gradients (and
-  observation statistics, metrics) are `pmean`-ed, so the global batch is
-  devices × num_envs × num_steps. Returns (per-device states [D, ...], metrics [D, U]); all
-  devices hold the same params.
+  """Train one run data-parallel over `devices` (`trainer.num_devices` of them).
 
-  The same per-device program under `jax.vmap(..., axis_name=axis_name)` on one device gives
-  the same result (tests/test_train_data_parallel.py checks this on 2 host devices).
+  Each device steps num_envs/devices of the envs; gradients, advantage and observation
+  statistics and metrics are averaged with collectives, so the result equals one device
+  training all num_envs envs with the same key (to float tolerance:
+  tests/test_train_data_parallel.py). Returns (state, metrics) laid out as on one device:
+  params replicated, env state and observations split over the devices along the env axis.
   """
   devices = list(devices if devices is not None else jax.devices())
+  if trainer.num_devices != len(devices):
+    raise ValueError(f"the trainer was built for num_devices={trainer.num_devices} but "
+                     f"{len(devices)} devices were given")
   mesh = Mesh(np.asarray(devices), (axis_name,))
-
   impl = jax.random.key_impl(key)
 
   def per_device(key_data):
-    k = jax.random.wrap_key_data(key_data[0], impl=impl)
+    k = jax.random.wrap_key_data(key_data, impl=impl)
     state = trainer.init(k, hp, axis_name=axis_name)
-    state, metrics = trainer.train_chunk(state, hp, num_updates, axis_name=axis_name)
-    return jax.tree.map(lambda x: x[None], (state, metrics))
+    return trainer.train_chunk(state, hp, num_updates, axis_name=axis_name)
 
-  # Built shard by shard so that it also works when `devices` span several processes
-  # (multi-host, after `distributed.initialize_distributed`).
-  key_data = np.stack([np.asarray(jax.random.key_data(key))] * len(devices))
-  keys = jax.make_array_from_callback(key_data.shape, NamedSharding(mesh, P(axis_name)),
+  # The key is built with a callback so that it also works when `devices` span several
+  # processes (multi-host, after `distributed.initialize_distributed`).
+  key_data = np.asarray(jax.random.key_data(key))
+  keys = jax.make_array_from_callback(key_data.shape, NamedSharding(mesh, P()),
                                       lambda index: key_data[index])
-  fn = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=P(axis_name),
-                             out_specs=P(axis_name), check_vma=False))
+  fn = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=P(),
+                             out_specs=(state_partition(None, axis_name), P()),
+                             check_vma=False))
   return fn(keys)

@@ -18,6 +18,7 @@ that differs between RGPO, PPO, IS, REINFORCE, SAPO, ... (see ARCHITECTURE.md).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -84,6 +85,26 @@ def bootstrap_advantages(traj: Transition, next_values: Array, hp: HParams) -> t
                      hp.gamma, hp.gae_lambda)
 
 
+def env_keys(key: Array, env_ids: Array) -> Array:
+  """One key per env, [E]: env e's key depends only on `key` and its global index e.
+
+  Keys derived by env index (not by device) make data-parallel training over N devices draw
+  exactly the random numbers of one device holding all envs.
+  """
+  return jax.vmap(jax.random.fold_in, (None, 0))(key, env_ids)
+
+
+def sample_per_env(dist, keys: Array) -> Array:
+  """Actions [E, ...] from a distribution over E envs, env e's drawn with its own `keys[e]`.
+
+  For the `distributions` classes (leaves [E, event] or a shared [event], like the Gaussian's
+  state-independent log-std, which is broadcast to every env).
+  """
+  n = keys.shape[0]
+  batched = jax.tree.map(lambda x: jnp.broadcast_to(x, (n,) + jnp.shape(x)[-1:]), dist)
+  return jax.vmap(lambda d, k: d.sample(k))(batched, keys)
+
+
 def minibatch_permutations(key: Array, num: int, n: int) -> Array:
   """`num` independent random permutations of range(n), [num, n] int32, with one sort.
 
@@ -102,10 +123,30 @@ def minibatch_permutations(key: Array, num: int, n: int) -> Array:
 
 
 class Trainer:
-  """Static parts of training (env, network, shapes) and the pure functions that use them."""
+  """Static parts of training (env, network, shapes) and the pure functions that use them.
 
-  def __init__(self, config: TrainConfig, env: Env | None = None):
+  `num_devices` > 1 makes the methods the per-device program of data-parallel training (call
+  them inside `shard_map` / `pmap` with `axis_name`): each device holds num_envs/num_devices of
+  the envs, and gradients, advantage and observation statistics and metrics are averaged over
+  the devices. Random numbers are drawn per env (by global env index) and minibatches are
+  stratified by env (`minibatch_indices`), so N devices reproduce one device holding all envs, to
+  float tolerance (tests/test_train_data_parallel.py).
+  """
+
+  def __init__(self, config: TrainConfig, env: Env | None = None, num_devices: int = 1):
     self.config = config.validate()
+    if isinstance(num_devices, bool) or not isinstance(num_devices, int) or num_devices < 1:
+      raise ValueError(f"num_devices must be a positive integer, got {num_devices!r}")
+    if config.num_envs % num_devices:
+      raise ValueError(f"num_envs={config.num_envs} must be divisible by the number of "
+                       f"data-parallel devices ({num_devices})")
+    if num_devices > 1 and config.num_steps % config.num_minibatches:
+      raise ValueError(
+          f"data-parallel training over {num_devices} devices needs num_minibatches="
+          f"{config.num_minibatches} to divide num_steps={config.num_steps} (each minibatch "
+          f"takes num_steps/num_minibatches steps of every env)")
+    self.num_devices = num_devices
+    self.local_envs = config.num_envs // num_devices
     self.env = env if env is not None else make_env(config.env, **dict(config.env_kwargs))
     spec = self.env.spec
     self.network = ActorCritic(action_kind=spec.action_kind, action_size=spec.action_size,
@@ -114,6 +155,13 @@ class Trainer:
                                init_log_std=config.init_log_std)
     self.tx = optax.scale_by_adam(eps=1e-5)
     self._gate_template = gate_template(self.config)
+
+  def env_ids(self, axis_name: str | None = None) -> Array:
+    """Global indices of this device's envs, [local_envs] (all envs without `axis_name`)."""
+    ids = jnp.arange(self.local_envs, dtype=jnp.uint32)
+    if axis_name is None:
+      return ids
+    return ids + jnp.uint32(self.local_envs) * jax.lax.axis_index(axis_name).astype(jnp.uint32)
 
   # ------------------------------------------------------------------------------------------
   def gate(self, hp: HParams) -> gates_lib.Gate:
@@ -141,11 +189,9 @@ class Trainer:
     del hp
     cfg, spec = self.config, self.env.spec
     _, k_env, k_state = jax.random.split(key, 3)
-    if axis_name is not None:
-      k_env = jax.random.fold_in(k_env, jax.lax.axis_index(axis_name))
     if params is None:
       params = self.init_params(key)
-    env_state, obs = jax.vmap(self.env.reset)(jax.random.split(k_env, cfg.num_envs))
+    env_state, obs = jax.vmap(self.env.reset)(env_keys(k_env, self.env_ids(axis_name)))
     stats = normalization.init(spec.obs_shape)
     if cfg.normalize_obs:
       stats = normalization.update(stats, obs, axis_name)
@@ -153,18 +199,22 @@ class Trainer:
                       jnp.zeros((), jnp.int32))
 
   # ------------------------------------------------------------------------------------------
-  def rollout(self, params, env_state, obs, stats, key):
-    """`num_steps` steps of `num_envs` envs: (env_state, obs, Transition[T, B])."""
+  def rollout(self, params, env_state, obs, stats, key, env_ids: Array | None = None):
+    """`num_steps` steps of this device's envs: (env_state, obs, Transition[T, B]).
+
+    Step t's random numbers for env e come from fold_in(split(key, T)[t], e) (`env_keys`);
+    `env_ids` are the envs' global indices (default: all envs, one device).
+    """
     cfg = self.config
+    env_ids = self.env_ids() if env_ids is None else env_ids
 
     def step(carry, key):
       env_state, obs = carry
-      k_act, k_env = jax.random.split(key)
+      keys = jax.vmap(jax.random.split)(env_keys(key, env_ids))  # [B, 2]
       dist, value = self.network.apply(params, self._norm(stats, obs))
-      action = dist.sample(k_act)
+      action = sample_per_env(dist, keys[:, 0])
       log_prob = dist.log_prob(action)
-      env_state, ts = jax.vmap(self.env.step)(jax.random.split(k_env, cfg.num_envs), env_state,
-                                              action)
+      env_state, ts = jax.vmap(self.env.step)(keys[:, 1], env_state, action)
       tr = Transition(obs, action, log_prob, value, ts.reward, ts.terminated, ts.truncated,
                       ts.final_obs, ts.episode_return, ts.episode_length)
       return (env_state, ts.obs), tr
@@ -172,6 +222,23 @@ class Trainer:
     (env_state, obs), traj = jax.lax.scan(step, (env_state, obs),
                                           jax.random.split(key, cfg.num_steps))
     return env_state, obs, traj
+
+  def minibatch_indices(self, key: Array, env_ids: Array) -> Array:
+    """Minibatches of every epoch as indices into the flat [T·B] batch: [epochs·M, T·B/M].
+
+    Stratified by env when M divides T: each minibatch takes T/M random steps of every env
+    (env e's steps permuted with fold_in(key, e)). Every device then holds an equal, fixed part
+    of each global minibatch, so the pmean of per-device gradients is the gradient of one
+    device holding all envs. Otherwise (one device only) a plain shuffle of the whole batch.
+    """
+    cfg = self.config
+    t, b, m, epochs = cfg.num_steps, self.local_envs, cfg.num_minibatches, cfg.update_epochs
+    if t % m:
+      return minibatch_permutations(key, epochs, t * b).reshape(epochs * m, t * b // m)
+    steps = jax.vmap(lambda k: minibatch_permutations(k, epochs, t))(env_keys(key, env_ids))
+    idx = steps * b + jnp.arange(b, dtype=jnp.int32)[:, None, None]  # [B, epochs, T]: t·B + e
+    idx = idx.reshape(b, epochs, m, t // m)
+    return jnp.transpose(idx, (1, 2, 3, 0)).reshape(epochs * m, (t // m) * b)
 
   def next_values(self, params, stats, traj: Transition, last_obs: Array) -> Array:
     """V(s'_t) for GAE, [T, B]: values[t+1] inside the rollout, V(last_obs) at its end, and
@@ -188,14 +255,15 @@ class Trainer:
         lambda: jnp.where(traj.truncated, value_fn(traj.final_obs), shifted),
         lambda: shifted)
 
-  def loss(self, params, hp: HParams, batch):
-    """Total loss on a minibatch and its diagnostics."""
+  def loss(self, params, hp: HParams, batch, axis_name: str | None = None):
+    """Total loss on a minibatch and its diagnostics (advantages normalised over `axis_name`'s
+    devices too, i.e. over the global minibatch)."""
     cfg = self.config
     obs, action, old_log_prob, old_value, advantage, target = batch
     dist, value = self.network.apply(params, obs)
     log_prob = dist.log_prob(action)
     if cfg.normalize_advantages:
-      advantage = adv_lib.normalize(advantage)
+      advantage = adv_lib.normalize(advantage, axis_name=axis_name)
     pg_loss, aux = losses.policy_loss(self.gate(hp), log_prob, old_log_prob, advantage)
     if cfg.clip_value:
       v_loss = losses.value_loss(value, target, old_value=old_value,
@@ -211,23 +279,23 @@ class Trainer:
              axis_name: str | None = None) -> tuple[TrainState, dict[str, Array]]:
     """One PPO-style update: rollout, advantages, `update_epochs` × `num_minibatches` steps.
 
-    With `axis_name` (inside pmap / shard_map over devices), gradients, observation statistics
-    and metrics are averaged over that axis: data-parallel training with a global batch of
-    devices × num_envs × num_steps.
+    With `axis_name` (inside pmap / shard_map over `num_devices` devices), each device steps
+    its num_envs/num_devices envs, and gradients, advantage and observation statistics and
+    metrics are averaged over that axis: the global batch is num_envs × num_steps, as on one
+    device.
     """
-    cfg, spec = self.config, self.env.spec
+    cfg = self.config
     key, k_roll, k_perm = jax.random.split(state.key, 3)
-    if axis_name is not None:
-      idx = jax.lax.axis_index(axis_name)
-      k_roll, k_perm = jax.random.fold_in(k_roll, idx), jax.random.fold_in(k_perm, idx)
+    env_ids = self.env_ids(axis_name)
     params, stats = state.params, state.obs_stats
-    env_state, last_obs, traj = self.rollout(params, state.env_state, state.obs, stats, k_roll)
+    env_state, last_obs, traj = self.rollout(params, state.env_state, state.obs, stats, k_roll,
+                                             env_ids)
 
     next_values = self.next_values(params, stats, traj, last_obs)
     advantage, target = bootstrap_advantages(traj, next_values, hp)
 
-    n = cfg.batch_size
-    flat = lambda x: x.reshape((n,) + x.shape[2:])
+    n = cfg.num_steps * self.local_envs
+    flat = lambda x: x.reshape((n,) + x.shape[2:])  # [T, B] → [T·B], index t·B + b
     batch = (flat(self._norm(stats, traj.obs)), flat(traj.action), flat(traj.log_prob),
              flat(traj.value), flat(advantage), flat(target))
 
@@ -236,7 +304,7 @@ class Trainer:
     else:
       lr = hp.lr
 
-    grad_fn = jax.value_and_grad(self.loss, has_aux=True)
+    grad_fn = jax.value_and_grad(functools.partial(self.loss, axis_name=axis_name), has_aux=True)
 
     def minibatch_step(carry, mb):
       params, opt_state = carry
@@ -251,11 +319,10 @@ class Trainer:
       params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
       return (params, opt_state), (pg, vl, ent, grad_norm, aux)
 
-    # All epochs' minibatches with one sort and one gather: [E·M, minibatch, ...].
-    perm = minibatch_permutations(k_perm, cfg.update_epochs, n).reshape(-1)
-    shuffled = jax.tree.map(
-        lambda x: jnp.take(x, perm, axis=0).reshape(
-            (cfg.update_epochs * cfg.num_minibatches, cfg.minibatch_size) + x.shape[1:]), batch)
+    # All epochs' minibatches with one gather: [epochs·M, minibatch, ...].
+    idx = self.minibatch_indices(k_perm, env_ids)
+    shuffled = jax.tree.map(lambda x: jnp.take(x, idx.reshape(-1), axis=0).reshape(
+        idx.shape + x.shape[1:]), batch)
     (params, opt_state), (pg, vl, ent, gn, aux) = jax.lax.scan(
         minibatch_step, (params, state.opt_state), shuffled)
 
