@@ -31,7 +31,10 @@ def lean_ppo(total_steps: int):
   import jax.numpy as jnp
   import numpy as np
   import optax
-  from flax.linen.initializers import constant, orthogonal
+  from flax.linen.initializers import constant
+  # flax's orthogonal init calls LAPACK's QR, which deadlocks XLA:CPU when vmapped over seeds
+  # (rgpo_jax/networks.py); rgpo_jax's plain-JAX version gives the same matrices.
+  from rgpo_jax.networks import orthogonal
 
   num_envs, num_steps, epochs, mbs = 4, 128, 4, 4
   num_updates = total_steps // (num_envs * num_steps)
@@ -183,7 +186,9 @@ def main():
   best = {i: float("inf") for i in range(len(cases))}
   for rep in range(args.reps):
     order = list(enumerate(cases))
-    for i, (_, _, _, fn, fargs, _, _) in (order if rep % 2 == 0 else order[::-1]):
+    for i, (label, s, d, fn, fargs, _, _) in (order if rep % 2 == 0 else order[::-1]):
+      print(f"rep {rep + 1}/{args.reps}: {label}, {s} seed(s), {d} device(s)", file=sys.stderr,
+            flush=True)
       jax.block_until_ready(fn(*fargs))  # (first rep includes a warm-up run)
       t = time.perf_counter()
       jax.block_until_ready(fn(*fargs))

@@ -2,7 +2,11 @@
 
 Separate actor and critic torsos (as in PPO's reference implementation and PureJaxRL), with
 orthogonal initialisation: gain √2 for hidden layers, 0.01 for the policy head (an almost
-uniform initial policy) and 1.0 for the value head; biases zero.
+uniform initial policy) and 1.0 for the value head; biases zero. The orthogonal matrices come
+from `orthogonal` (Gram–Schmidt in plain JAX ops), not LAPACK's QR: on XLA:CPU a *batched* QR
+(any vmapped init, e.g. `jax.vmap(make_train(config))(keys)`) deadlocked the 2-thread intra-op
+pool in about 1 of 3 runs here (both threads blocked in jaxlib's `ParallelBatchMap` under
+`lapack_sgeqrf_ffi`; jax 0.10.2, seen with gdb).
 
 - Discrete actions: `distributions.Categorical(logits)`.
 - Continuous actions: `distributions.Gaussian(mean, log_std)` with a state-independent,
@@ -30,9 +34,39 @@ ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
 }
 
 
+def orthogonal(scale: float = 1.0):
+  """Orthogonal initialiser for [n_in, n_out] kernels, the same matrices as
+  `flax.linen.initializers.orthogonal(scale)` (up to float rounding) without LAPACK.
+
+  For a Gaussian matrix A (the taller orientation of the kernel), Q of A = QR with diag(R) > 0
+  (Haar-distributed; flax takes LAPACK's Q times sign(diag R), the same Q). Q is computed by
+  Gram–Schmidt with one re-orthogonalisation pass per column (orthonormal to float precision),
+  in a `fori_loop` of plain ops that vmap without custom calls (see the module docstring).
+  """
+
+  def init(key, shape, dtype=jnp.float32):
+    if len(shape) != 2:
+      raise ValueError(f"orthogonal: expected a 2-D kernel shape, got {shape}")
+    n_in, n_out = shape
+    m, n = max(n_in, n_out), min(n_in, n_out)
+    a = jax.random.normal(key, (m, n), jnp.float32)
+
+    def column(j, q):
+      v = jax.lax.dynamic_index_in_dim(a, j, axis=1, keepdims=False)
+      for _ in range(2):  # columns >= j of q are still zero, so they do not contribute
+        v = v - q @ (q.T @ v)
+      return jax.lax.dynamic_update_index_in_dim(q, v / jnp.linalg.norm(v), j, axis=1)
+
+    q = jax.lax.fori_loop(0, n, column, jnp.zeros((m, n), jnp.float32))
+    if n_in < n_out:
+      q = q.T
+    return (scale * q).astype(dtype)
+
+  return init
+
+
 def _dense(features: int, gain: float) -> nn.Dense:
-  return nn.Dense(features, kernel_init=nn.initializers.orthogonal(gain),
-                  bias_init=nn.initializers.zeros)
+  return nn.Dense(features, kernel_init=orthogonal(gain), bias_init=nn.initializers.zeros)
 
 
 class MLP(nn.Module):

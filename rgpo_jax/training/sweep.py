@@ -187,19 +187,10 @@ class Sweep:
         self._state_partition, state, is_leaf=lambda x: isinstance(x, P))
 
   def init(self) -> TrainState:
-    """Initial states of all runs, [R, ...].
-
-    Parameters are initialised run by run (one small compiled program called R times) and then
-    stacked: a vmapped orthogonal initialisation of larger layers hangs on XLA:CPU (see
-    `Trainer.init`). The rest of the state is built vmapped.
-    """
-    init_params = jax.jit(self.trainer.init_params)
-    params = [init_params(self.keys[r]) for r in range(self.num_runs)]
-    params = jax.tree.map(lambda *xs: jnp.stack(xs), *params)
-    init = self._sharded(
-        lambda key, hp, p: self.trainer.init(key, hp, axis_name=self.axis_name, params=p),
-        in_specs=P(RUN_AXIS), out_specs=self._state_partition)
-    return init(self.place(self.keys), self.place(self.hparams), self.place(params))
+    """Initial states of all runs, [R, ...] (envs split over dp)."""
+    init = self._sharded(lambda key, hp: self.trainer.init(key, hp, axis_name=self.axis_name),
+                         in_specs=P(RUN_AXIS), out_specs=self._state_partition)
+    return init(self.place(self.keys), self.place(self.hparams))
 
   def compile_chunk(self, state: TrainState, num_updates: int):
     """AOT-compiled `chunk(state, hparams) -> (state, metrics[R, num_updates])` (cached)."""

@@ -182,9 +182,7 @@ class Trainer:
            params: Any = None) -> TrainState:
     """Initial state. With `axis_name`, params are shared and envs differ per device.
 
-    `params` (= `init_params(key)`) may be passed in: `Sweep` builds them outside `vmap`,
-    because a vmapped orthogonal initialisation of several larger layers (e.g. MinAtar's
-    400×128) was seen to hang on XLA:CPU (jax 0.10.2).
+    `params` (= `init_params(key)`) may be passed in (`Sweep` builds them run by run).
     """
     del hp
     cfg, spec = self.config, self.env.spec
@@ -319,12 +317,17 @@ class Trainer:
       params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
       return (params, opt_state), (pg, vl, ent, grad_norm, aux)
 
-    # All epochs' minibatches with one gather: [epochs·M, minibatch, ...].
-    idx = self.minibatch_indices(k_perm, env_ids)
-    shuffled = jax.tree.map(lambda x: jnp.take(x, idx.reshape(-1), axis=0).reshape(
-        idx.shape + x.shape[1:]), batch)
+    def epoch(carry, epoch_idx):  # epoch_idx [M, minibatch]
+      shuffled = jax.tree.map(lambda x: jnp.take(x, epoch_idx.reshape(-1), axis=0).reshape(
+          epoch_idx.shape + x.shape[1:]), batch)
+      return jax.lax.scan(minibatch_step, carry, shuffled)
+
+    # One gather per epoch, scanned over its minibatches. (Gathering all epochs at once and
+    # scanning the flat [epochs·M] stack measured 30% slower per update on XLA:CPU.)
+    idx = self.minibatch_indices(k_perm, env_ids).reshape(
+        cfg.update_epochs, cfg.num_minibatches, -1)
     (params, opt_state), (pg, vl, ent, gn, aux) = jax.lax.scan(
-        minibatch_step, (params, state.opt_state), shuffled)
+        epoch, (params, state.opt_state), idx)
 
     # KL(π_old‖π_new) over the whole update, on the rollout's own samples (k3 estimator).
     new_log_prob = self.network.apply(params, batch[0], method=ActorCritic.policy).log_prob(
