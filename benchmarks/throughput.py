@@ -2,21 +2,22 @@
 
 CartPole-v1, 4 envs × 128 steps, 4 epochs × 4 minibatches, 5e5 steps per run (PureJaxRL's
 settings). Each program is compiled ahead of time (compile excluded), then the variants are
-timed alternately (order reversed on every other repetition), `--reps` times each, and the best time is reported (the machine is shared).
-A lean single-file PureJaxRL-style PPO (below, gymnax 1.0 API) is timed in the same process as
-the reference point.
+timed alternately (order reversed on every other repetition), `--reps` times each, and the best
+time is reported (the machine may be shared). A lean single-file PureJaxRL-style PPO (below,
+gymnax 1.0 API) is timed beside the one-device programs as the reference point.
 
   PYTHONPATH=. python benchmarks/throughput.py [--total-steps 500000] [--reps 2]
-  PYTHONPATH=. python benchmarks/throughput.py --host-devices 1   # no forced host devices
+  PYTHONPATH=. python benchmarks/throughput.py --host-devices 1   # one-device layout only
 
-rgpo_jax sweeps are timed on one device (vmap of all seeds) and split over one forced host CPU
-device per core (`rgpo train --cpu-devices`, experimental: such programs can hang on CPU, see
-rgpo_jax/training/sweep.py; the whole benchmark may then need a restart).
+Two layouts, each timed in its own child process: one device (a vmap over the seeds), and the
+seeds split over one forced host CPU device per core (`rgpo train`'s default on CPU,
+`--cpu-devices`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import subprocess
 import sys
@@ -136,43 +137,45 @@ def main():
   parser.add_argument("--reps", type=int, default=2)
   parser.add_argument("--seeds", default="1,16")
   parser.add_argument("--host-devices", type=int, default=os.cpu_count() or 1,
-                      help="forced host CPU devices (default: one per core); rgpo_jax sweeps "
-                           "are timed both on 1 device and split over these")
+                      help="forced host CPU devices for the split layout (default: one per "
+                           "core); 1 = time the one-device layout only")
   parser.add_argument("--no-lean", action="store_true", help="skip the lean PPO reference")
+  parser.add_argument("--layout", choices=("one", "split"), default=None,
+                      help=argparse.SUPPRESS)  # set in the child processes
   args = parser.parse_args()
-  if args.host_devices > 1 and "_RGPO_BENCH_CHILD" not in os.environ:
-    env = dict(os.environ, _RGPO_BENCH_CHILD="1",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={args.host_devices}")
-    sys.exit(subprocess.call([sys.executable] + sys.argv, env=env))
+  if args.layout is None:
+    # Each layout in its own process: a process with forced host devices times one-device
+    # programs differently, so the one-device rows come from a process without them.
+    rows = _child(["--layout", "one"], {})
+    if args.host_devices > 1:
+      rows += _child(["--layout", "split"], {
+          "XLA_FLAGS": f"--xla_force_host_platform_device_count={args.host_devices}"})
+    _print_table(args, rows)
+    return
 
   import jax
-  import numpy as np
   from rgpo_jax.training import TrainConfig
   from rgpo_jax.training.sweep import Sweep
 
   seeds = [int(s) for s in args.seeds.split(",")]
+  if args.layout == "split":
+    seeds = [s for s in seeds if s > 1]
   cases = []  # (label, seeds, devices, fn, args, steps, compile seconds)
-  layouts = [("1 device", jax.devices()[:1])]
-  if len(jax.devices()) > 1:
-    layouts.append(("split", jax.devices()))
-  for s, (layout, devices), algo in [(s, l, a) for s in seeds for l in layouts
-                                     for a in ("rgpo", "ppo")]:
-    if True:
-      if layout == "split" and s == 1:
-        continue
-      cfg = TrainConfig(algo=algo, total_steps=args.total_steps)
-      cfg = cfg.replace(updates_per_chunk=cfg.num_updates)  # whole run in one chunk
-      sweep = Sweep(cfg, num_seeds=s, devices=devices, cpu_multi_run=True)
-      state = sweep.init()
-      t = time.perf_counter()
-      chunk = sweep.compile_chunk(state, cfg.num_updates)
-      compile_s = time.perf_counter() - t
-      hp = sweep.place(sweep.hparams)
-      label = f"rgpo_jax {algo}{' k=4' if algo == 'rgpo' else ''}"
-      cases.append((label, s, len(sweep.devices), chunk, (state, hp),
-                    s * cfg.num_updates * cfg.batch_size, compile_s))
-  for s in seeds:
-    if not args.no_lean:
+  for s, algo in [(s, a) for s in seeds for a in ("rgpo", "ppo")]:
+    cfg = TrainConfig(algo=algo, total_steps=args.total_steps)
+    cfg = cfg.replace(updates_per_chunk=cfg.num_updates)  # whole run in one chunk
+    devices = jax.devices()[:1] if args.layout == "one" else jax.devices()
+    sweep = Sweep(cfg, num_seeds=s, devices=devices)
+    state = sweep.init()
+    t = time.perf_counter()
+    chunk = sweep.compile_chunk(state, cfg.num_updates)
+    compile_s = time.perf_counter() - t
+    hp = sweep.place(sweep.hparams)
+    label = f"rgpo_jax {algo}{' k=4' if algo == 'rgpo' else ''}"
+    cases.append((label, s, len(sweep.devices), chunk, (state, hp),
+                  s * cfg.num_updates * cfg.batch_size, compile_s))
+  if args.layout == "one" and not args.no_lean:
+    for s in seeds:
       train = lean_ppo(args.total_steps)
       fn = jax.jit(jax.vmap(train))
       keys = jax.random.split(jax.random.key(0), s)
@@ -193,17 +196,31 @@ def main():
       t = time.perf_counter()
       jax.block_until_ready(fn(*fargs))
       best[i] = min(best[i], time.perf_counter() - t)
+  rows = [dict(label=label, seeds=s, devices=d, steps_per_s=steps / best[i], seconds=best[i],
+               compile_s=cs) for i, (label, s, d, _, _, steps, cs) in enumerate(cases)]
+  print("ROWS " + json.dumps(rows), flush=True)
 
+
+def _child(extra_args, extra_env) -> list[dict]:
+  """Run this script with `extra_args` in a fresh process; its ROWS."""
+  env = dict(os.environ, **extra_env)
+  proc = subprocess.run([sys.executable] + sys.argv + extra_args, env=env, stdout=subprocess.PIPE,
+                        text=True, check=True)
+  line = [l for l in proc.stdout.splitlines() if l.startswith("ROWS ")][-1]
+  return json.loads(line[len("ROWS "):])
+
+
+def _print_table(args, rows) -> None:
   print(f"\nCartPole-v1, 4 envs × 128 steps, 4 epochs × 4 minibatches, "
         f"{args.total_steps:.0e} steps per run; {os.cpu_count()} CPU cores; best of "
         f"{args.reps}; compile excluded\n")
   print(f"| {'program':24s} | seeds | devices | env steps/s | seconds | compile s |")
   print(f"|{'-' * 26}|------:|--------:|------------:|--------:|----------:|")
-  for i, (label, s, d, _, _, steps, cs) in enumerate(cases):
-    print(f"| {label:24s} | {s:5d} | {d:7d} | {steps / best[i]:11,.0f} | {best[i]:7.2f} | "
-          f"{cs:9.1f} |")
-  by = {(c[0].split()[1], c[1], c[2]): c[5] / best[i] for i, c in enumerate(cases)
-        if c[0].startswith("rgpo_jax")}
+  for r in rows:
+    print(f"| {r['label']:24s} | {r['seeds']:5d} | {r['devices']:7d} | {r['steps_per_s']:11,.0f} "
+          f"| {r['seconds']:7.2f} | {r['compile_s']:9.1f} |")
+  by = {(r["label"].split()[1], r["seeds"], r["devices"]): r["steps_per_s"] for r in rows
+        if r["label"].startswith("rgpo_jax")}
   print()
   for (algo, s, d), sps in by.items():
     if algo == "rgpo" and ("ppo", s, d) in by:

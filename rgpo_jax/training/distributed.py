@@ -3,9 +3,10 @@
 The trainer's data-parallel update (`Trainer.update(..., axis_name=...)` under `shard_map`, see
 `sweep.data_parallel_train`) averages gradients with `lax.pmean` over the device axis. After
 `initialize_distributed`, `jax.devices()` spans the devices of every process, so the same
-`shard_map`/`pmean` averages gradients and normaliser statistics over the whole cluster: each process
-runs the same program on its own rollouts (seed it with `jax.process_index()`), and only
-process 0 should write files (`is_primary()`).
+`shard_map`/`pmean` averages gradients and normaliser statistics over the whole cluster. Every
+process runs the same program with the same key; each device steps its own slice of the envs
+(random numbers drawn per env by global index), so the result equals one device holding all
+envs (`Trainer`). Only process 0 should write files (`is_primary()`).
 
 How to launch (the same program on every host, differing only in the process id):
 
@@ -15,7 +16,8 @@ How to launch (the same program on every host, differing only in the process id)
   `initialize_distributed("host0:1234", num_processes=N, process_id=i)`.
 * One process (the default): nothing happens; the code path is the same.
 
-Scope: this is the library layer (tested: a `pmean` across two processes' devices). The
+Scope: this is the library layer (tested: a `pmean` across two processes' devices, and
+`data_parallel_train` over 2 processes × 1 device against 1 process × 1 device). The
 `rgpo train` host loop reads metrics back with `device_get`, which needs every array on this
 process, so it stays single-process; a multi-host job drives `Trainer.update(...,
 axis_name=...)` over the global mesh itself (as `sweep.data_parallel_train` does) and

@@ -139,7 +139,6 @@ def run_training(config: TrainConfig, grid: dict[str, Sequence[Any]] | None = No
                  progress: bool = True, log: Callable[[str], None] = print,
                  extra_config: dict[str, Any] | None = None, checkpoint_every: int = 0,
                  keep_checkpoints: int = 3, resume: bool = False,
-                 cpu_multi_run: bool = False,
                  data_parallel: int | None = None) -> dict[str, Any]:
   """Validate, compile, train in chunks, write files; return the summary.
 
@@ -170,7 +169,7 @@ def run_training(config: TrainConfig, grid: dict[str, Sequence[Any]] | None = No
   else:
     check_out_dir(out)
   sweep = Sweep(config, grid, num_seeds=num_seeds, seed=seed,  # validates before compiling
-                cpu_multi_run=cpu_multi_run, data_parallel=data_parallel)
+                data_parallel=data_parallel)
   cfg = sweep.config
   run_config = {"config": cfg.to_dict(), "grid": sweep.grid, "seeds": num_seeds, "seed": seed,
                 **(extra_config or {})}
