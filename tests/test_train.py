@@ -160,3 +160,27 @@ def test_next_values_use_final_obs_only_where_truncated():
       else:
         want = v(last[b])
       assert abs(nv[t, b] - want) < 1e-5, (t, b)
+
+
+def test_minibatches_are_stratified_by_env_and_partition_each_epoch():
+  """Each epoch's minibatches partition the batch, and each takes T/M steps of every env (what
+  makes data-parallel training equal to one device); different epochs shuffle differently."""
+  cfg = TrainConfig(num_envs=3, num_steps=8, num_minibatches=4, update_epochs=2, hidden=(8,))
+  tr = Trainer(cfg)
+  idx = np.asarray(tr.minibatch_indices(jax.random.key(0), tr.env_ids()))
+  t, b, m = 8, 3, 4
+  assert idx.shape == (2 * m, t * b // m)
+  for epoch in idx.reshape(2, m, -1):
+    np.testing.assert_array_equal(np.sort(epoch.ravel()), np.arange(t * b))
+    for mb in epoch:
+      np.testing.assert_array_equal(np.bincount(mb % b, minlength=b), [t // m] * b)
+  assert not np.array_equal(np.sort(idx[:m], axis=1), np.sort(idx[m:], axis=1))
+  # M not dividing T (one device): a plain shuffle that still partitions the batch.
+  odd = Trainer(cfg.replace(num_steps=6, num_minibatches=4, num_envs=2))
+  idx = np.asarray(odd.minibatch_indices(jax.random.key(1), odd.env_ids()))
+  for epoch in idx.reshape(2, 4, -1):
+    np.testing.assert_array_equal(np.sort(epoch.ravel()), np.arange(12))
+  with pytest.raises(ValueError, match="needs num_minibatches=4 to divide num_steps=6"):
+    Trainer(cfg.replace(num_steps=6, num_envs=2), num_devices=2)
+  with pytest.raises(ValueError, match="num_envs=3 must be divisible"):
+    Trainer(cfg, num_devices=2)

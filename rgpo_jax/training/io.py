@@ -202,8 +202,10 @@ def run_training(config: TrainConfig, grid: dict[str, Sequence[Any]] | None = No
   compiled = {s: sweep.compile_chunk(state, s) for s in sorted(set(sizes))}
   jax.block_until_ready(state)
   compile_seconds = time.perf_counter() - t0
+  dp = sweep.data_parallel
   log(f"compiled in {compile_seconds:.1f} s: {sweep.num_runs} run(s) on {len(sweep.devices)} "
-      f"device(s) ({sweep.data_parallel} per run), {cfg.num_updates - start_update} updates in {len(sizes)} chunk(s) of "
+      f"device(s){f' (each run data-parallel over {dp})' if dp > 1 else ''}, "
+      f"{cfg.num_updates - start_update} updates in {len(sizes)} chunk(s) of "
       f"{sizes[0] if sizes else 0}")
 
   bar = None

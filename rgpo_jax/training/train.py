@@ -182,7 +182,7 @@ class Trainer:
            params: Any = None) -> TrainState:
     """Initial state. With `axis_name`, params are shared and envs differ per device.
 
-    `params` (= `init_params(key)`) may be passed in (`Sweep` builds them run by run).
+    `params` (default `init_params(key)`) may be passed in, e.g. pretrained parameters.
     """
     del hp
     cfg, spec = self.config, self.env.spec
