@@ -215,14 +215,22 @@ def _write_summary_json(out, extra):
     json.dump(extra, f, indent=1, default=float)
 
 
-def _figure_legend(fig, axes):
-  """One legend for all panels, below them (labels gathered from every panel)."""
+def _save_panels(fig, path: str, title: str, bottom: float) -> None:
+  """Finish a figure of panels: one legend for all of them below (labels gathered from every
+  panel; panels without data are hidden), a title, then save to `path` and close."""
+  import matplotlib.pyplot as plt
   seen = {}
   for ax in fig.axes:
+    if not ax.has_data():
+      ax.axis("off")
     for h, name in zip(*ax.get_legend_handles_labels()):
       seen.setdefault(name, h)
   fig.legend(list(seen.values()), list(seen), loc="lower center", ncol=7, fontsize=8,
              bbox_to_anchor=(0.5, 0.0))
+  fig.suptitle(title, fontsize=11)
+  fig.tight_layout(rect=(0, bottom, 1, 1))
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
 
 
 def _plot_synthetic(out, laws, labels, n_values, summary, exact, frontier):
@@ -253,14 +261,9 @@ def _plot_synthetic(out, laws, labels, n_values, summary, exact, frontier):
     ax.set_xlabel("n (batch size)")
     ax.set_ylabel("median per-sample variance of w·Â·S")
     ax.grid(True, which="both", alpha=0.3)
-  for j in range(len(laws), rows * cols):
-    axes[j // cols][j % cols].axis("off")
-  _figure_legend(fig, axes)
-  fig.suptitle("Per-sample gradient variance s²_n vs batch size (median over batches); "
-               "IS diverges for α ≤ 2, bounded gates stay flat", fontsize=11)
-  fig.tight_layout(rect=(0, 0.07, 1, 1))
-  fig.savefig(os.path.join(out, "variance_vs_n.png"), dpi=110)
-  plt.close(fig)
+  _save_panels(fig, os.path.join(out, "variance_vs_n.png"),
+               "Per-sample gradient variance s²_n vs batch size (median over batches); "
+               "IS diverges for α ≤ 2, bounded gates stay flat", bottom=0.07)
 
   fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False)
   for li, law in enumerate(laws):
@@ -281,14 +284,9 @@ def _plot_synthetic(out, laws, labels, n_values, summary, exact, frontier):
     ax.set_xlabel("bias E[w·Â·S] − E[r·Â·S]")
     ax.set_ylabel("Var(w·Â·S) (exact)")
     ax.grid(True, alpha=0.3)
-  for j in range(len(laws), rows * cols):
-    axes[j // cols][j % cols].axis("off")
-  _figure_legend(fig, axes)
-  fig.suptitle("Bias-variance frontier of the RGPO sigmoid over k (IS: bias 0, variance ∞ "
-               "when α ≤ 2)", fontsize=11)
-  fig.tight_layout(rect=(0, 0.07, 1, 1))
-  fig.savefig(os.path.join(out, "bias_variance_frontier.png"), dpi=110)
-  plt.close(fig)
+  _save_panels(fig, os.path.join(out, "bias_variance_frontier.png"),
+               "Bias-variance frontier of the RGPO sigmoid over k (IS: bias 0, variance ∞ "
+               "when α ≤ 2)", bottom=0.07)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,11 +530,8 @@ def _plot_env(out, env, staleness, labels, rows, log_r_by_s, ratio_rows):
   for ax in axes:
     ax.set_xlabel("staleness s (optimiser steps after collection)")
     ax.grid(True, alpha=0.3)
-  _figure_legend(fig, axes)
-  fig.suptitle(f"{env}: per-sample policy gradients of stale data", fontsize=11)
-  fig.tight_layout(rect=(0, 0.1, 1, 1))
-  fig.savefig(os.path.join(out, "variance_vs_staleness.png"), dpi=110)
-  plt.close(fig)
+  _save_panels(fig, os.path.join(out, "variance_vs_staleness.png"),
+               f"{env}: per-sample policy gradients of stale data", bottom=0.1)
 
   fig, ax = plt.subplots(figsize=(6.5, 4.4))
   for s in staleness:
