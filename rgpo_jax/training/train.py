@@ -178,17 +178,12 @@ class Trainer:
     k_params = jax.random.split(key, 3)[0]
     return self.network.init(k_params, jnp.zeros((1,) + self.env.spec.obs_shape, jnp.float32))
 
-  def init(self, key: Array, hp: HParams, axis_name: str | None = None,
-           params: Any = None) -> TrainState:
-    """Initial state. With `axis_name`, params are shared and envs differ per device.
-
-    `params` (default `init_params(key)`) may be passed in, e.g. pretrained parameters.
-    """
+  def init(self, key: Array, hp: HParams, axis_name: str | None = None) -> TrainState:
+    """Initial state. With `axis_name`, params are shared and envs differ per device."""
     del hp
     cfg, spec = self.config, self.env.spec
     _, k_env, k_state = jax.random.split(key, 3)
-    if params is None:
-      params = self.init_params(key)
+    params = self.init_params(key)
     env_state, obs = jax.vmap(self.env.reset)(env_keys(k_env, self.env_ids(axis_name)))
     stats = normalization.init(spec.obs_shape)
     if cfg.normalize_obs:
