@@ -24,7 +24,7 @@ algorithm:
 
 Reconstruction note: the RGPO paper's full text is not available. The sigmoid form centred at
 r = 1 comes from third-party readers of the paper; the g's of REINFORCE/IS/PPO are
-reconstructions consistent with the paper's w's (see ../shared/RESEARCH.md). The erf, arctan and
+reconstructions consistent with the paper's w's (see docs/method.md). The erf, arctan and
 softsign families are those of arXiv 2602.19345, SAPO is arXiv 2511.20347.
 
 A `Gate` is a frozen dataclass registered as a pytree: its numeric parameters (`params`) are
