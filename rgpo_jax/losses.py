@@ -16,6 +16,8 @@ from rgpo_jax import gates as gates_lib
 from rgpo_jax._checks import check_same_shape
 from rgpo_jax.distributions import (  # noqa: F401  (re-exported: entropy lives with the policies)
     categorical_entropy, gaussian_entropy, tanh_gaussian_entropy)
+from rgpo_jax.kl import (  # noqa: F401  (re-exported: the KL estimators live in kl.py)
+    kl_k1, kl_k2, kl_k3, kl_k3_from_log_ratio)
 
 Array = jax.Array
 Reduction = Literal["token_mean", "sequence_mean"]
@@ -78,32 +80,6 @@ def clamped_ratio(log_prob: Array, base_log_prob: Array,
   log_ratio = log_prob - jax.lax.stop_gradient(base_log_prob)
   clamped = jnp.clip(log_ratio, -max_log_ratio, max_log_ratio)
   return jnp.exp(log_ratio + jax.lax.stop_gradient(clamped - log_ratio))
-
-
-# ---------------------------------------------------------------------------------------------
-# KL estimators (Schulman, "Approximating KL divergence", 2020). Samples come from q; each
-# estimates KL(q‖p) per sample with log r = log p − log q.
-
-
-def kl_k1(sample_log_prob: Array, target_log_prob: Array) -> Array:
-  """k1 = −log r: unbiased for KL(q‖p), high variance, can be negative."""
-  return sample_log_prob - target_log_prob
-
-
-def kl_k2(sample_log_prob: Array, target_log_prob: Array) -> Array:
-  """k2 = ½(log r)²: biased, low variance, ≥ 0."""
-  return 0.5 * jnp.square(target_log_prob - sample_log_prob)
-
-
-def kl_k3(sample_log_prob: Array, target_log_prob: Array) -> Array:
-  """k3 = (r − 1) − log r: unbiased for KL(q‖p), low variance, ≥ 0."""
-  return kl_k3_from_log_ratio(target_log_prob - sample_log_prob)
-
-
-def kl_k3_from_log_ratio(log_ratio: Array) -> Array:
-  """k3 from log r = log p − log q directly; |log r| is clamped at 20 against overflow."""
-  log_ratio = jnp.clip(log_ratio, -DEFAULT_MAX_LOG_RATIO, DEFAULT_MAX_LOG_RATIO)
-  return jnp.expm1(log_ratio) - log_ratio
 
 
 # ---------------------------------------------------------------------------------------------
