@@ -38,10 +38,14 @@ def _run_blocked(code: str) -> subprocess.CompletedProcess:
 
 def test_core_imports_and_differentiates_without_heavy_packages():
   result = _run_blocked("""
-      import sys
+      import importlib, pkgutil, sys
       import rgpo_jax
       import rgpo_jax.advantages, rgpo_jax.distributions, rgpo_jax.gates, rgpo_jax.losses
       import rgpo_jax.variance
+      # Every other top-level library module too (networks is the trainer's flax model).
+      for m in pkgutil.iter_modules(rgpo_jax.__path__):
+        if not m.ispkg and m.name not in ("networks", "cli"):
+          importlib.import_module("rgpo_jax." + m.name)
       import jax, jax.numpy as jnp
       from rgpo_jax import gates, losses
       # d loss / d log_prob = -w(1)·Â/N = -1·1/4 for the k = 4 sigmoid on on-policy samples.
