@@ -14,7 +14,7 @@ import sys
 # Modules that add subcommands (train/plot/evaluate: the trainer; variance: the instrument).
 SUBCOMMAND_MODULES = (
     "rgpo_jax.training.cli",
-    "rgpo_jax.variance_cli",
+    "rgpo_jax.variance.cli",
 )
 
 

@@ -16,6 +16,8 @@ from rgpo_jax import gates as gates_lib
 from rgpo_jax._checks import as_bool_mask, check_number, check_same_shape
 from rgpo_jax.distributions import (  # noqa: F401  (re-exported: entropy lives with the policies)
     categorical_entropy, gaussian_entropy, tanh_gaussian_entropy)
+from rgpo_jax.kl import (  # noqa: F401  (re-exported: the KL estimators live in kl.py)
+    kl_k1, kl_k2, kl_k3, kl_k3_from_log_ratio)
 
 Array = jax.Array
 Reduction = Literal["token_mean", "sequence_mean"]
@@ -129,32 +131,10 @@ def clamped_ratio(log_prob: Array, base_log_prob: Array,
 
 
 # ---------------------------------------------------------------------------------------------
-# KL estimators (Schulman, "Approximating KL divergence", 2020). Samples come from q; each
-# estimates KL(q‖p) per sample with log r = log p − log q.
+# The KL after an update (per-sample estimators in kl.py).
 
 
-def kl_k1(sample_log_prob: Array, target_log_prob: Array) -> Array:
-  """k1 = −log r: unbiased for KL(q‖p), high variance, can be negative."""
-  return sample_log_prob - target_log_prob
-
-
-def kl_k2(sample_log_prob: Array, target_log_prob: Array) -> Array:
-  """k2 = ½(log r)²: biased, low variance, ≥ 0."""
-  return 0.5 * jnp.square(target_log_prob - sample_log_prob)
-
-
-def kl_k3(sample_log_prob: Array, target_log_prob: Array) -> Array:
-  """k3 = (r − 1) − log r: unbiased for KL(q‖p), low variance, ≥ 0."""
-  return kl_k3_from_log_ratio(target_log_prob - sample_log_prob)
-
-
-def kl_k3_from_log_ratio(log_ratio: Array) -> Array:
-  """k3 from log r = log p − log q directly; |log r| is clamped at 20 against overflow."""
-  log_ratio = jnp.clip(log_ratio, -DEFAULT_MAX_LOG_RATIO, DEFAULT_MAX_LOG_RATIO)
-  return jnp.expm1(log_ratio) - log_ratio
-
-
-KL_ESTIMATORS = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}
+_KL_ESTIMATORS = {"k1": kl_k1, "k2": kl_k2, "k3": kl_k3}
 
 
 def approx_kl(old_log_prob: Array, new_log_prob: Array, mask: Array | None = None, *,
@@ -177,13 +157,13 @@ def approx_kl(old_log_prob: Array, new_log_prob: Array, mask: Array | None = Non
   """
   check_same_shape("approx_kl", old_log_prob=old_log_prob, new_log_prob=new_log_prob, mask=mask)
   _check_reduction("approx_kl", reduction, jnp.ndim(old_log_prob))
-  if estimator not in KL_ESTIMATORS:
-    raise ValueError(f"approx_kl: estimator must be one of {sorted(KL_ESTIMATORS)}, got "
+  if estimator not in _KL_ESTIMATORS:
+    raise ValueError(f"approx_kl: estimator must be one of {sorted(_KL_ESTIMATORS)}, got "
                      f"estimator={estimator!r}")
   mask = _mask("approx_kl", mask)
   old_log_prob, new_log_prob = jax.lax.stop_gradient((old_log_prob, new_log_prob))
-  per_sample = KL_ESTIMATORS[estimator](_select(mask, old_log_prob, 0.0),
-                                        _select(mask, new_log_prob, 0.0))
+  per_sample = _KL_ESTIMATORS[estimator](_select(mask, old_log_prob, 0.0),
+                                         _select(mask, new_log_prob, 0.0))
   return _mean(per_sample, mask, reduction)
 
 
