@@ -10,6 +10,7 @@ Writes CSV tables and PNG plots under --out only (a new or empty folder).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import os
@@ -61,8 +62,26 @@ def register(subparsers) -> None:
   p.set_defaults(func=run)
 
 
+# Third-party modules each mode needs beyond the library core, all in the 'train' extra.
+_MODE_MODULES = {"synthetic": ("matplotlib",),
+                 "env": ("matplotlib", "flax", "optax", "gymnax")}
+
+
+def _require_extra(mode: str) -> None:
+  """SystemExit naming the extra to install if a module that `mode` needs is absent."""
+  for module in _MODE_MODULES[mode]:
+    try:
+      found = importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+      found = False
+    if not found:
+      raise SystemExit(f"rgpo variance --{mode} needs the 'train' extra (module {module!r} is "
+                       f"not installed): pip install 'rgpo_jax[train]'")
+
+
 def _validate(args) -> None:
   """Argument checks that need no compile, before anything is written."""
+  _require_extra("synthetic" if args.synthetic else "env")
   if args.synthetic:
     n_max = float(args.n_max or 1e4)
     decades = math.log10(n_max) if n_max > 0 else 0.0
