@@ -37,6 +37,10 @@ def register(subparsers) -> None:
   p.add_argument("--seed", type=int, default=0, help="PRNG seed")
   p.add_argument("--quick", action="store_true",
                  help="small configuration (tests / smoke runs)")
+  p.add_argument("--estimators", choices=("default", "variants", "all"), default="default",
+                 help="gates compared with IS: the RGPO/smooth-gate benchmark (default), the "
+                      "LLM-stack variants (dual-clip, CISPO two-sided and capped, detached "
+                      "sigmoid, with IS/PPO/RGPO for reference) or all of them")
   syn = p.add_argument_group("synthetic")
   syn.add_argument("--replications", type=int, default=None,
                    help="independent streams of n_max samples (default 32; quick: 4)")
