@@ -19,7 +19,7 @@ FIELD_HELP: dict[str, str] = {
            "brax:<name>",
     "normalize_obs": "running mean/std observation normalisation",
     "algo": "the gate that defines the algorithm: " + ", ".join(ALGOS),
-    "k": "RGPO sigmoid sharpness k > 0 (gate σ(k(r−1)); k=4 gives weight 1 on-policy)",
+    "k": "sharpness k > 0 of rgpo / rgpo_sigmoid (σ(k(r−1)); k=4 gives weight 1 on-policy)",
     "epsilon": "PPO clip ε in (0, 1)",
     "tau": "temperature τ > 0 of sapo (τ_pos, default 1.0) / erf / arctan / softsign "
            "(default 1.0)",
