@@ -1,7 +1,7 @@
 """The on-device trainer: rollout, GAE, minibatch epochs with any gate, as `lax.scan`s.
 
 One code path for every algorithm: the gate (`config.algo` → `gates.make`) is the only thing
-that differs between RGPO, PPO, IS, REINFORCE, SAPO, ... (see ARCHITECTURE.md).
+that differs between RGPO, PPO, IS, REINFORCE, SAPO, ... (see docs/architecture.md).
 
     TrainState ──update──► rollout (scan over num_steps, vmapped envs)
                            next_values: V(obs[t+1]), V(final_obs) where truncated
