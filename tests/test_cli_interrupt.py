@@ -28,12 +28,15 @@ def _env(cache):
               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
 
 
-def _rgpo(argv, cache, **kwargs):
-  return subprocess.Popen([sys.executable, "-m", "rgpo_jax.cli", *argv], env=_env(cache),
-                          cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                          # a shell's background job ignores SIGINT; this test sends a real one
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-                          **kwargs)
+# `rgpo ARGV` with Python's own Ctrl-C handling even where this test runs as a shell's
+# background job (which starts children with SIGINT ignored).
+_RGPO = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+         "from rgpo_jax.cli import main; sys.exit(main(sys.argv[1:]))")
+
+
+def _rgpo(argv, cache):
+  return subprocess.Popen([sys.executable, "-c", _RGPO, *argv], env=_env(cache), cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _finish(proc, timeout=300):
