@@ -4,7 +4,7 @@
 # is one `rgpo train` call: one compiled program for its whole grid × seeds. Checkpoints are
 # deleted and metrics gzipped afterwards (the repository keeps no checkpoints).
 # Usage: experiments/kl_stability/run.sh [SECTION...]   (sections: pendulum invpend mujoco
-#        breakout; default: all, in that order)
+#        breakout, the default, in that order; hopper: accelerator only, see below)
 set -e
 export PYTHONPATH=${KL_CODE:-$PWD}  # KL_CODE: a frozen copy of the library to run the study with
 RGPO=${RGPO:-"python -m rgpo_jax.cli"}
@@ -80,6 +80,27 @@ mujoco() {
   cell mujocostd_pendulum_ppo $M --algo ppo --epsilon 0.2
   cell mujocostd_pendulum_rgpo_sigmoid $M --algo rgpo_sigmoid --k 4,16
   cell mujocostd_pendulum_rgpo_pessimistic $M --algo rgpo_pessimistic --k 4,16
+}
+
+# Brax hopper: NOT run here (on 2 shared CPU cores hopper trains at ~5k steps/s, so one grid of
+# 36 runs × 1e6 steps would take about 2 hours per gate). On an accelerator (one program per gate
+# and epochs value, every k × lr × seed vmapped):
+hopper() {
+  local H="--env brax:hopper --num-envs 2048 --total-steps 50000000 --lr 1e-4,3e-4,1e-3 --seeds 3"
+  for e in 4 10; do
+    cell hopper_e${e}_rgpo_sigmoid $H --update-epochs $e --algo rgpo_sigmoid --k 2,4,8,16
+    cell hopper_e${e}_rgpo_pessimistic $H --update-epochs $e --algo rgpo_pessimistic --k 2,4,8,16
+    cell hopper_e${e}_ppo ${H/--seeds 3/--seeds 4} --update-epochs $e --algo ppo --epsilon 0.2
+    for t in 2 8 16; do
+      cell hopper_e${e}_sapo_tau$t ${H/--seeds 3/--seeds 4} --update-epochs $e --algo sapo --tau $t --tau-neg $t
+    done
+  done
+  # The standard MuJoCo PPO settings on hopper itself (2048 steps per update, 1e6 steps).
+  local S="--env brax:hopper --num-envs 64 --num-steps 32 --update-epochs 10 --num-minibatches 32
+           --lr 3e-4 --ent-coef 0 --seeds 4 --total-steps 1000000"
+  cell mujocostd_hopper_ppo $S --algo ppo --epsilon 0.2
+  cell mujocostd_hopper_rgpo_sigmoid $S --algo rgpo_sigmoid --k 4,16
+  cell mujocostd_hopper_rgpo_pessimistic $S --algo rgpo_pessimistic --k 4,16
 }
 
 sections=${*:-"pendulum invpend mujoco breakout"}  # the study ran: pendulum invpend breakout4 mujoco breakout10
