@@ -32,7 +32,7 @@ def curves(config: dict, records: list[dict], metric: str):
   """{label: (env_steps [U], values [S, U])} for one run folder."""
   cfg = config["config"]
   algo = cfg["algo"]
-  fixed = {"rgpo": ("k",), "rgpo_pessimistic": ("k",), "ppo": ("epsilon",),
+  fixed = {"rgpo": ("k",), "rgpo_pessimistic": ("k",), "rgpo_sigmoid": ("k",), "ppo": ("epsilon",),
            "truncated": ("low", "high")}.get(algo, ("tau",))
   fixed = [f for f in fixed if cfg.get(f) is not None and f not in (config.get("grid") or {})]
   if fixed:
