@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rgpo_jax._checks import check_same_shape
+from rgpo_jax._checks import as_bool_mask, check_same_shape
 from rgpo_jax.advantages.group import dr_grpo_advantages, group_size
 
 Array = jax.Array
@@ -21,7 +21,7 @@ def _valid(fn: str, x: Array, mask: Array | None) -> Array:
   if mask is None:
     return jnp.ones(jnp.shape(x), bool)
   check_same_shape(fn, token_rewards=x, mask=mask)
-  return jnp.asarray(mask).astype(bool)
+  return as_bool_mask(fn, mask)
 
 
 def discounted_returns(token_rewards: Array, mask: Array | None = None,
