@@ -195,3 +195,18 @@ def test_run_control_flags_are_restored_and_explicit_ones_replace_them():
             "data_parallel": None, "cpu_devices": False}
   control = train_cli._run_control(args, stored)  # pylint: disable=protected-access
   assert control.to_dict() == dict(stored, keep_checkpoints=5)
+
+
+def test_host_loop_functions_are_at_most_80_lines():
+  import ast  # pylint: disable=import-outside-toplevel
+  root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rgpo_jax",
+                      "training")
+  long = {}
+  for name in ("io", "cli", "checkpoint", "resume", "plot"):
+    path = os.path.join(root, name + ".py")
+    with open(path) as f:
+      for node in ast.walk(ast.parse(f.read())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+          if node.end_lineno - node.lineno + 1 > 80:
+            long[f"{name}.py:{node.lineno} {node.name}"] = node.end_lineno - node.lineno + 1
+  assert long == {}
