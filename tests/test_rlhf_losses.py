@@ -220,3 +220,46 @@ def test_library_core_never_imports_tunix():
           "bad = [m for m in sys.modules if m.split('.')[0] in ('tunix', 'gguf') "
           "or m.startswith('rgpo_jax.rlhf')]; assert not bad, bad")
   subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_grpo_learner_step_with_rgpo_dual_logs_the_gate_metrics():
+  """One real tunix GRPO step (vanilla rollout, tiny Llama, tunix's mock vocabulary) with
+  `policy_loss_fn="rgpo_dual"`: the config accepts the name and the gate's diagnostics reach
+  tunix's metrics logger. Actor = reference and one iteration per batch put every ratio at 1,
+  where the dual weight is known in closed form: [w_old(1)·g_ref(1) + g_old(1)·w_ref(1)]/g_ref(1)
+  = [1·½ + ½·1]/½ = 2 for two k = 4 sigmoids (twice RGPO's w(1) = 1)."""
+  import optax
+  from grain import python as grain
+  from tunix.rl import rl_cluster as rlc
+  from tunix.rl.rollout import base_rollout
+  from tunix.tests import test_common as tunix_testing
+
+  vocab = tunix_testing.MockVocab()
+  cfg = llama.ModelConfig(num_layers=1, vocab_size=vocab.GetPieceSize(), embed_dim=16,
+                          hidden_dim=32, num_heads=2, head_dim=8, num_kv_heads=1,
+                          rope_theta=10_000, norm_eps=1e-5, weight_tying=True)
+  actor, reference = (llama.Llama3(cfg, rngs=nnx.Rngs(0)) for _ in range(2))
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("fsdp", "tp"))
+  roles = {rlc.Role.ACTOR: mesh, rlc.Role.REFERENCE: mesh, rlc.Role.ROLLOUT: mesh}
+  cluster = rlc.RLCluster(actor=actor, reference=reference, tokenizer=vocab, cluster_config=(
+      rlc.ClusterConfig(
+          role_to_mesh=roles, rollout_engine="vanilla", offload_to_cpu=False,
+          training_config=rlc.RLTrainingConfig(actor_optimizer=optax.sgd(1e-3),
+                                               eval_every_n_steps=10, max_steps=1),
+          rollout_config=base_rollout.RolloutConfig(max_tokens_to_generate=4,
+                                                    max_prompt_length=8, kv_cache_size=32))))
+  config = grpo_learner.GRPOConfig(policy_loss_fn="rgpo_dual", beta=0.04, num_generations=2)
+  learner = grpo_learner.GRPOLearner(
+      rl_cluster=cluster, algo_config=config,
+      reward_fns=lambda prompts, completions, **kw: [float(len(c)) for c in completions])
+  rlhf.log_gate_metrics(learner)
+  prompts = ["hello world", "My name", "hello there", "input string"]
+  learner.train(grain.MapDataset.source(prompts).batch(2).map(lambda x: {"prompts": x}))
+
+  history = lambda name: np.asarray(
+      cluster.actor_trainer.metrics_logger.get_metric_history("actor", name, "train"))
+  for name in rlhf.GATE_METRICS + ("loss", "kl", "pg_clipfrac"):
+    assert history(name).shape == (1,) and np.all(np.isfinite(history(name))), name
+  np.testing.assert_allclose(history("gate/weight_mean"), [2.0], rtol=1e-6)
+  np.testing.assert_allclose(history("gate/acceptance_fraction"), [1.0])
+  np.testing.assert_allclose(history("gate/kl_ref"), [0.0], atol=1e-6)
