@@ -5,10 +5,11 @@ never imports the trainer or the command line.
 """
 
 from rgpo_jax import advantages, distributions, gates, losses
+from rgpo_jax import detached  # noqa: F401  (registers cispo, cispo_cap, detached in gates.make)
 from rgpo_jax.gates import Gate
 from rgpo_jax.losses import dual_ratio_policy_loss, policy_loss
 
 __version__ = "0.1.0"
 
-__all__ = ["Gate", "advantages", "distributions", "dual_ratio_policy_loss", "gates", "losses",
-           "policy_loss"]
+__all__ = ["Gate", "advantages", "detached", "distributions", "dual_ratio_policy_loss", "gates",
+           "losses", "policy_loss"]

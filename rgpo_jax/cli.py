@@ -14,8 +14,15 @@ import sys
 # Modules that add subcommands (train/plot/evaluate: the trainer; variance: the instrument).
 SUBCOMMAND_MODULES = (
     "rgpo_jax.training.cli",
-    "rgpo_jax.variance_cli",
+    "rgpo_jax.variance.cli",
 )
+
+# For a module whose third-party dependencies are not installed: the extra that installs them
+# and the commands it would have added (they then print how to install it instead of failing).
+# A listed module missing from here is left out of `rgpo` when its dependencies are absent.
+MODULE_EXTRAS = {
+    "rgpo_jax.training.cli": ("train", ("train", "plot", "evaluate")),
+}
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -43,10 +50,28 @@ def build_parser() -> argparse.ArgumentParser:
     except ModuleNotFoundError as e:
       if e.name and (name == e.name or name.startswith(e.name + ".")):
         continue  # that part of the package is not installed
-
+      if e.name and e.name.split(".")[0] != "rgpo_jax":  # a third-party dependency
+        if name in MODULE_EXTRAS:
+          _register_missing_extra(subparsers, *MODULE_EXTRAS[name], missing=e.name)
+        continue
       raise
     module.register(subparsers)
   return parser
+
+
+def _register_missing_extra(subparsers, extra: str, commands, missing: str) -> None:
+  """Commands whose dependencies are absent: each exits with how to install them."""
+  message = (f"needs the '{extra}' extra (module {missing!r} is not installed): "
+             f"pip install 'rgpo_jax[{extra}]'")
+  for command in commands:
+    # No options at all (prefix_chars NUL): every argument lands in `ignored`, even --help.
+    p = subparsers.add_parser(command, help=f"(not installed) {message}", add_help=False,
+                              prefix_chars="\0")
+    p.add_argument("ignored", nargs=argparse.REMAINDER)
+
+    def fail(args, command=command):
+      raise SystemExit(f"rgpo {command} {message}")
+    p.set_defaults(func=fail)
 
 
 def _version() -> str:

@@ -28,9 +28,17 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def categorical_entropy(logits: Array) -> Array:
-  """H = −Σ_a p(a) log p(a) over the last axis of `logits` [..., A] → [...]."""
-  log_p = jax.nn.log_softmax(logits, axis=-1)
-  return -jnp.sum(jnp.exp(log_p) * log_p, axis=-1)
+  """H = −Σ_a p(a) log p(a) over the last axis of `logits` [..., A] → [...].
+
+  Logits of −inf mark masked (disallowed) actions: they are selected out before the product
+  (0·log 0 would be 0·−inf = NaN), so H is the entropy over the allowed actions, and its
+  gradient is finite (exactly 0 for the masked logits). A row with no allowed action gets H = 0.
+  """
+  allowed = logits != -jnp.inf
+  safe_logits = jnp.where(allowed, logits, jnp.zeros((), jnp.result_type(logits)))
+  log_p = jax.nn.log_softmax(safe_logits, axis=-1, where=allowed)
+  log_p = jnp.where(allowed, log_p, 0.0)
+  return jnp.sum(jnp.where(allowed, -jnp.exp(log_p) * log_p, 0.0), axis=-1)
 
 
 def gaussian_entropy(log_std: Array) -> Array:

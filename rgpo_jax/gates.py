@@ -14,6 +14,8 @@ algorithm:
 | `reinforce`     | 1 + log r                     | 1                                      |
 | `importance`    | r                             | r (unbounded)                          |
 | `ppo_clip`      | min(r, 1+ε) if Â ≥ 0 else max(r, 1−ε) | r·1[unclipped]                 |
+| `dual_clip`     | as ppo_clip; for Â < 0 also min(·, c) | r·1[unclipped], 0 for Â < 0, r > c |
+| `dpo_drift`     | r − drift(r, Â)/Â (Lu et al.)  | r·sech²((r−1)Â/α) (Â ≥ 0, r > 1), …   |
 | `truncated`     | clip(r, low, high)            | r inside [low, high], 0 outside        |
 | `sigmoid` (RGPO)| σ(k(r−1))                     | k·σ(1−σ)·r, bounded                    |
 | `pessimistic_sigmoid` | σ(k(r−1)) improving side, ½ + (k/4)(r−1) other side | k·σ(1−σ)·r / (k/4)·r |
@@ -24,7 +26,7 @@ algorithm:
 
 Reconstruction note: the RGPO paper's full text is not available. The sigmoid form centred at
 r = 1 comes from third-party readers of the paper; the g's of REINFORCE/IS/PPO are
-reconstructions consistent with the paper's w's (see ../shared/RESEARCH.md). The erf, arctan and
+reconstructions consistent with the paper's w's (see docs/method.md). The erf, arctan and
 softsign families are those of arXiv 2602.19345, SAPO is arXiv 2511.20347.
 
 A `Gate` is a frozen dataclass registered as a pytree: its numeric parameters (`params`) are
@@ -180,6 +182,24 @@ def _ppo_clip_fn(p, r, a):
   return jnp.where(a >= 0, upper, lower)
 
 
+def _dual_clip_fn(p, r, a):
+  return jnp.where(a >= 0, jnp.minimum(r, 1.0 + p["epsilon_high"]),
+                   jnp.minimum(jnp.maximum(r, 1.0 - p["epsilon_low"]), p["c"]))
+
+
+def _dpo_drift_fn(p, r, a):
+  # Drift of Discovered Policy Optimisation: ReLU(x − α·tanh(x/α)), x = (r−1)Â for Â ≥ 0 and
+  # ReLU(x − β·tanh(x/β)), x = Â·log r for Â < 0. The objective r·Â − drift is written as
+  # g(r)·Â with g = r − drift/Â; drift vanishes at Â = 0 (to third order), so g = r there.
+  positive = a >= 0
+  scale = jnp.where(positive, p["alpha"], p["beta"])
+  log_r = jnp.log(jnp.maximum(r, jnp.finfo(r.dtype).tiny))
+  x = a * jnp.where(positive, r - 1.0, log_r)
+  drift = jax.nn.relu(x - scale * jnp.tanh(x / scale))
+  safe_a = jnp.where(a == 0, 1.0, a)
+  return r - jnp.where(a == 0, 0.0, drift / safe_a)
+
+
 def _truncated_fn(p, r, a):
   del a
   return jnp.clip(r, p["low"], p["high"])
@@ -281,6 +301,52 @@ def ppo_clip(epsilon: float = 0.2, epsilon_high: float | None = None) -> Gate:
               {"epsilon_low": _param(epsilon), "epsilon_high": _param(epsilon_high)})
 
 
+def dual_clip(epsilon: float = 0.2, epsilon_high: float | None = None, c: float = 3.0) -> Gate:
+  """Dual-clip PPO (Ye et al., arXiv 1912.09729): PPO-clip, and for Â < 0 the ratio bounded by c.
+
+      g(r) = min(r, 1+ε_high)               if Â ≥ 0
+      g(r) = min(max(r, 1−ε_low), c)        if Â < 0
+      w(r) = r·1[r < 1+ε_high] (Â ≥ 0),  r·1[1−ε_low < r < c] (Â < 0).
+
+  Plain PPO's min() keeps the full weight r for a negative-advantage sample whose ratio grew
+  (nothing bounds −r·Â); dual-clip caps that objective at −c·Â, so the weight there is zero
+  beyond c and the gate's weight is bounded by max(1+ε_high, c). As verl's `clip_ratio_c`
+  (default 3) and tunix's `epsilon_c`.
+
+  Args:
+    epsilon: ε_low (and ε_high unless given), in (0, 1).
+    epsilon_high: optional upper ε (clip-higher), > 0.
+    c: the bound on r for Â < 0; must be > 1.
+  """
+  epsilon_high = epsilon if epsilon_high is None else epsilon_high
+  _check("dual_clip", "epsilon", epsilon, lambda v: 0 < v < 1, "in (0, 1)")
+  _positive("dual_clip", epsilon_high=epsilon_high)
+  _check("dual_clip", "c", c, lambda v: v > 1, "> 1 (the ratio bound for negative advantages)")
+  return Gate("dual_clip", _dual_clip_fn, {"epsilon_low": _param(epsilon),
+                                           "epsilon_high": _param(epsilon_high), "c": _param(c)})
+
+
+def dpo_drift(alpha: float = 2.0, beta: float = 0.6) -> Gate:
+  """Discovered Policy Optimisation (Lu et al., arXiv 2210.05639): r·Â minus a learned drift.
+
+      objective = r·Â − drift,
+      drift = ReLU((r−1)Â − α·tanh((r−1)Â/α))   if Â ≥ 0,
+      drift = ReLU(Â·log r − β·tanh(Â·log r/β))  if Â < 0,
+
+  as a gate g = r − drift/Â (g = r at Â = 0). Effective weight, with x the drift's argument:
+  Â ≥ 0: w = r for r ≤ 1 and r·sech²((r−1)Â/α) for r > 1 (bounded, decays to 0);
+  Â < 0: w = r for r ≥ 1 (unbounded, like PPO's worsening side) and r − 1 + sech²(Â·log r/β)
+  for r < 1 (in (−1, 1): it turns negative for small r, pushing such samples back up). The drift's shape was found by meta-learning (the paper's "LPO"); α = 2, β = 0.6
+  are its values, as in Stoix's and PureJaxRL's `dpo_loss`. Unlike the other gates, w depends
+  on |Â|, not only on its sign.
+
+  Args:
+    alpha, beta: drift scales for positive and negative advantages, > 0.
+  """
+  _positive("dpo_drift", alpha=alpha, beta=beta)
+  return Gate("dpo_drift", _dpo_drift_fn, {"alpha": _param(alpha), "beta": _param(beta)})
+
+
 def truncated(low: float = 0.5, high: float = 2.0) -> Gate:
   """Hard rejection band: IS inside [low, high], zero weight outside (g = clip(r, low, high))."""
   _check("truncated", "low", low, lambda v: v >= 0, ">= 0")
@@ -322,8 +388,19 @@ FAMILIES: dict[str, Callable[..., Gate]] = {
     "importance": importance,
     "reinforce": reinforce,
     "ppo_clip": ppo_clip,
+    "dual_clip": dual_clip,
+    "dpo_drift": dpo_drift,
     "truncated": truncated,
 }
+
+
+def register(name: str, constructor: Callable[..., Gate]) -> None:
+  """Add a gate family to `make`'s registry (sibling modules such as `detached` register theirs).
+
+  A name may be registered once; registering the same constructor again is a no-op."""
+  if FAMILIES.get(name, constructor) is not constructor:
+    raise ValueError(f"gate family {name!r} is already registered to {FAMILIES[name]!r}")
+  FAMILIES[name] = constructor
 
 
 def make(name: str, **params) -> Gate:

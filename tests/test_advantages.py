@@ -76,9 +76,13 @@ def test_group_relative_advantages_against_plain_formulas():
   r = np.array([[1.0, 0.0, 0.5, 0.25], [2.0, 2.0, 2.0, 4.0]])
   for g in range(2):
     row = r[g]
-    grpo = (row - row.mean()) / (row.std() + 1e-6)
+    grpo = (row - row.mean()) / (row.std(ddof=1) + 1e-6)  # sample std, as verl/TRL/tunix
     rloo = [row[i] - np.mean(np.delete(row, i)) for i in range(4)]
     np.testing.assert_allclose(advantages.grpo_advantages(jnp.asarray(r))[g], grpo, rtol=1e-12)
+    population = advantages.grpo_advantages(jnp.asarray(r), eps=0.0, ddof=0)[g]
+    np.testing.assert_allclose(population, (row - row.mean()) / row.std(), rtol=1e-12)
+    np.testing.assert_allclose(population / advantages.grpo_advantages(jnp.asarray(r), eps=0.0)[g],
+                               np.sqrt(4 / 3), rtol=1e-12)  # the √(N/(N−1)) factor at N = 4
     np.testing.assert_allclose(advantages.dr_grpo_advantages(jnp.asarray(r))[g], row - row.mean())
     np.testing.assert_allclose(advantages.rloo_advantages(jnp.asarray(r))[g], rloo, rtol=1e-12)
 
@@ -111,7 +115,7 @@ def test_surrogate_advantages_recover_dr_grpo_and_grpo():
                              advantages.dr_grpo_advantages(r) * (np.asarray(r).std(-1) > 0)[:, None],
                              atol=1e-12)
   np.testing.assert_allclose(advantages.surrogate_advantages(r, "arcsin"),
-                             advantages.grpo_advantages(r, eps=0.0)[:2].tolist() + [[0.0] * 8],
+                             advantages.grpo_advantages(r, eps=0.0, ddof=0)[:2].tolist() + [[0.0] * 8],
                              rtol=1e-12)
   # a callable surrogate gives the same as the named one (F' by autodiff)
   f = lambda rho: 1 - (1 - rho) ** 3

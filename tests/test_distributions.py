@@ -22,6 +22,28 @@ def test_categorical_log_prob_and_entropy():
   assert float(dist.entropy()[1]) == pytest.approx(math.log(3))
 
 
+def test_categorical_entropy_with_masked_actions_is_the_entropy_over_allowed_actions():
+  logits = jnp.array([[0.3, -jnp.inf, 1.0, -jnp.inf], [0.3, 1.0, 2.0, -1.0],
+                      [-jnp.inf, -jnp.inf, -jnp.inf, -jnp.inf]])
+  allowed = jnp.array([0.3, 1.0])
+  entropy = lambda x: jnp.sum(D.categorical_entropy(x) * jnp.array([1.0, 0.0, 1.0]))
+  for fn in (D.categorical_entropy, jax.jit(D.categorical_entropy)):
+    h = fn(logits)
+    assert float(h[0]) == pytest.approx(float(D.categorical_entropy(allowed)), rel=1e-14)
+    assert float(h[2]) == 0.0  # no allowed action
+  for grad_fn in (jax.grad(entropy), jax.jit(jax.grad(entropy))):
+    g = np.asarray(grad_fn(logits))
+    assert np.all(np.isfinite(g))
+    np.testing.assert_allclose(g[0, [0, 2]], jax.grad(D.categorical_entropy)(allowed), rtol=1e-12)
+    assert np.all(g[0, [1, 3]] == 0.0) and np.all(g[2] == 0.0)
+  # log-probs of allowed actions stay finite with finite gradients
+  dist = D.Categorical(logits[:1])
+  assert float(dist.log_prob(jnp.array([2]))[0]) == pytest.approx(
+      float(jax.nn.log_softmax(allowed)[1]), rel=1e-14)
+  assert np.all(np.isfinite(jax.grad(lambda x: D.Categorical(x).log_prob(jnp.array([2]))[0])(
+      logits[:1])))
+
+
 def test_gaussian_log_prob_and_entropy_match_scipy():
   mean, log_std = jnp.array([0.3, -1.0]), jnp.array([-0.5, 0.2])
   x = jnp.array([1.0, 0.5])

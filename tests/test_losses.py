@@ -140,10 +140,118 @@ def test_sequence_mean_reduction_matches_a_plain_loop():
   assert float(token_loss) == pytest.approx(-np.sum((g * np.asarray(a))[m]) / m.sum(), rel=1e-12)
 
 
-def test_all_masked_batch_gives_zero_not_nan():
+def test_all_masked_batch_gives_zero_loss_zero_gradient_and_zero_diagnostics():
   lp, b, a = _batch(n=4)
-  loss, aux = losses.policy_loss(gates.sigmoid(), lp, b, a, jnp.zeros(4, bool))
-  assert float(loss) == 0.0 and float(aux.gate_mean) == 0.0
+  mask = jnp.zeros(4, bool)
+  lp, b, a = lp.at[0].set(jnp.nan), b.at[1].set(-jnp.inf), a.at[2].set(jnp.inf)
+  for reduction, shape in (("token_mean", (4,)), ("sequence_mean", (2, 2))):
+    args = [x.reshape(shape) for x in (lp, b, a, mask)]
+    loss, aux = losses.policy_loss(gates.sigmoid(), *args, reduction=reduction)
+    assert float(loss) == 0.0 and all(float(v) == 0.0 for v in aux)
+    g = jax.grad(lambda x: losses.policy_loss(gates.sigmoid(), x, *args[1:],
+                                              reduction=reduction)[0])(args[0])
+    assert np.all(np.asarray(g) == 0.0)
+
+
+# Padding as LLM pipelines produce it: NaN, ±inf and huge values in every input.
+_PAD = np.array([np.nan, np.inf, -np.inf, 1e30, -np.nan, -1e4])
+
+
+def _padded(n=12, seed=1):
+  """(valid lp, b, a), a mask with 4 padded entries, and the full arrays with garbage there."""
+  lp, b, a = _batch(n=n, seed=seed)
+  mask = np.ones(n, bool)
+  mask[[1, 4, 5, n - 1]] = False
+  rng = np.random.default_rng(seed)
+  garbage = lambda x: jnp.where(jnp.asarray(mask), x, jnp.asarray(rng.choice(_PAD, n)))
+  return (lp[mask], b[mask], a[mask]), jnp.asarray(mask), (garbage(lp), garbage(b), garbage(a))
+
+
+def _assert_same(got, ref, rtol=1e-12):
+  for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(ref)):
+    assert np.all(np.isfinite(np.asarray(x)))
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=1e-15)
+
+
+# Every gate family goes through this with random layouts in test_properties.py; here a few
+# representative ones, eagerly and under jit, with the diagnostics.
+@pytest.mark.parametrize("name", ["sigmoid", "ppo_clip", "reinforce", "custom"])
+def test_nan_and_inf_padding_is_inert_in_policy_loss_value_diagnostics_and_gradient(name):
+  gate = ALL_GATES[name]
+  (lp, b, a), mask, (lp_pad, b_pad, a_pad) = _padded()
+  value_and_grad = jax.value_and_grad(
+      lambda x, b, a, m: losses.policy_loss(gate, x, b, a, m), has_aux=True)
+  (ref_loss, ref_aux), ref_grad = value_and_grad(lp, b, a, None)
+  for fn in (value_and_grad, jax.jit(value_and_grad)):
+    (loss, aux), grad = fn(lp_pad, b_pad, a_pad, mask)
+    _assert_same((loss, aux), (ref_loss, ref_aux))
+    _assert_same(grad[np.asarray(mask)], ref_grad)
+    assert np.all(np.asarray(grad)[~np.asarray(mask)] == 0.0)
+
+
+def test_nan_and_inf_padding_is_inert_in_dual_ratio_loss():
+  g_old, g_ref = gates.sigmoid(4.0), gates.arctan(2.0)
+  (lp, b, a), mask, (lp_pad, b_pad, a_pad) = _padded(seed=2)
+  ref_lp, ref_lp_pad = b - 0.3, jnp.where(mask, b_pad - 0.3, -jnp.inf)
+  value_and_grad = jax.value_and_grad(
+      lambda x, o, r, a, m: losses.dual_ratio_policy_loss(g_old, g_ref, x, o, r, a, m),
+      has_aux=True)
+  ref, ref_grad = value_and_grad(lp, b, ref_lp, a, None)
+  for fn in (value_and_grad, jax.jit(value_and_grad)):
+    got, grad = fn(lp_pad, b_pad, ref_lp_pad, a_pad, mask)
+    _assert_same(got, ref)
+    _assert_same(grad[np.asarray(mask)], ref_grad)
+    assert np.all(np.asarray(grad)[~np.asarray(mask)] == 0.0)
+
+
+def test_nan_padding_is_inert_in_value_entropy_masked_mean_and_kl():
+  (v, t, old), mask, (v_pad, t_pad, old_pad) = _padded(seed=3)
+  m = np.asarray(mask)
+  value_grad = jax.value_and_grad(lambda v, t, o, m: losses.value_loss(
+      v, t, m, old_value=o, clip_epsilon=0.2))
+  ref, ref_grad = value_grad(v, t, old, None)
+  for fn in (value_grad, jax.jit(value_grad)):
+    got, grad = fn(v_pad, t_pad, old_pad, mask)
+    _assert_same(got, ref)
+    _assert_same(grad[m], ref_grad)
+    assert np.all(np.asarray(grad)[~m] == 0.0)
+  for fn in (losses.masked_mean, losses.entropy_bonus, losses.entropy_loss):
+    got, grad = jax.value_and_grad(fn)(v_pad, mask)
+    _assert_same(got, fn(v))
+    assert np.all(np.asarray(grad)[~m] == 0.0)
+  _assert_same(losses.approx_kl(t_pad, old_pad, mask), losses.approx_kl(t, old))
+  # sequence_mean: rows with NaN padding equal the per-row means of their valid entries.
+  x = jnp.asarray([[1.0, jnp.nan, 3.0], [jnp.inf, -jnp.inf, jnp.nan], [4.0, 5.0, -jnp.inf]])
+  seq_mask = jnp.asarray([[1, 0, 1], [0, 0, 0], [1, 1, 0]])
+  assert float(losses.masked_mean(x, seq_mask, "sequence_mean")) == pytest.approx((2 + 4.5) / 2)
+  assert float(jax.jit(losses.masked_mean, static_argnums=2)(x, seq_mask, "sequence_mean")) == (
+      pytest.approx(3.25))
+
+
+def test_masked_max_is_the_max_over_valid_entries_even_when_negative():
+  gate = gates.custom(lambda r, a: -2.0 * r)  # w(r) = −2r < 0 everywhere
+  r = jnp.array([0.5, 3.0, 2.0])
+  aux = losses.gate_diagnostics(gate, r, jnp.log(r), jnp.ones(3), jnp.array([True, False, True]))
+  assert float(aux.weight_max) == pytest.approx(-1.0)
+  assert float(aux.ratio_max) == pytest.approx(2.0)
+
+
+def test_masks_must_be_boolean_or_zero_one_when_concrete():
+  lp, b, a = _batch(n=3)
+  with pytest.raises(ValueError, match=re.escape(
+      "policy_loss: mask must be boolean or 0/1 (it selects entries, it is not a weight), got "
+      "mask values [0.5, 2.0]")):
+    losses.policy_loss(gates.sigmoid(), lp, b, a, np.array([2, 0, 0.5]))
+  with pytest.raises(ValueError, match=re.escape("masked_mean: mask must be boolean or 0/1")):
+    losses.masked_mean(lp, jnp.array([1.0, jnp.nan, 0.0]))
+  with pytest.raises(ValueError, match=re.escape("value_loss: mask must be boolean or 0/1")):
+    losses.value_loss(lp, b, [0, 3, 1])
+  # 0/1 numbers are accepted and equal the boolean mask; a traced mask is read as mask != 0.
+  as_bool = losses.policy_loss(gates.sigmoid(), lp, b, a, jnp.array([True, False, True]))[0]
+  assert float(losses.policy_loss(gates.sigmoid(), lp, b, a, np.array([1.0, 0.0, 1.0]))[0]) == (
+      float(as_bool))
+  traced = jax.jit(lambda m: losses.policy_loss(gates.sigmoid(), lp, b, a, m)[0])
+  assert float(traced(jnp.array([2.0, 0.0, 0.5]))) == pytest.approx(float(as_bool), rel=1e-12)
 
 
 def test_diagnostics_against_hand_computation():
@@ -216,9 +324,32 @@ def test_value_loss_plain_and_clipped():
     losses.value_loss(v, target, old_value=old)
 
 
-def test_entropy_loss_is_negative_masked_mean():
+def test_entropy_bonus_is_plus_and_entropy_loss_minus_the_masked_mean_entropy():
   h = jnp.array([1.0, 2.0, 3.0])
-  assert float(losses.entropy_loss(h, jnp.array([True, False, True]))) == pytest.approx(-2.0)
+  mask = jnp.array([True, False, True])
+  assert float(losses.entropy_bonus(h, mask)) == pytest.approx(2.0)
+  assert float(losses.entropy_loss(h, mask)) == pytest.approx(-2.0)
+  # The PureJaxRL habit `pg + c_v·vf − c_e·entropy` and `pg + c_v·vf + c_e·entropy_loss` agree:
+  # both raise the entropy when minimised.
+  grad_bonus = jax.grad(lambda h: -0.01 * losses.entropy_bonus(h))(h)
+  grad_loss = jax.grad(lambda h: 0.01 * losses.entropy_loss(h))(h)
+  np.testing.assert_array_equal(grad_bonus, grad_loss)
+  assert np.all(np.asarray(grad_bonus) < 0)
+
+
+def test_approx_kl_after_an_update_matches_exact_kl_by_enumeration():
+  q = np.array([0.5, 0.3, 0.15, 0.05])   # π_old, the sampling policy
+  p = np.array([0.4, 0.4, 0.1, 0.1])     # π_new after the update
+  exact = np.sum(q * np.log(q / p))
+  # Weighted enumeration of the samples: every action repeated in proportion to q (×20).
+  actions = np.repeat(np.arange(4), (q * 20).astype(int))
+  old, new = jnp.log(jnp.asarray(q[actions])), jnp.log(jnp.asarray(p[actions]))
+  for estimator in ("k1", "k3"):
+    assert float(losses.approx_kl(old, new, estimator=estimator)) == pytest.approx(exact, rel=1e-12)
+  assert float(losses.approx_kl(old, old)) == 0.0
+  with pytest.raises(ValueError, match=re.escape("estimator must be one of ['k1', 'k2', 'k3'], "
+                                                 "got estimator='k4'")):
+    losses.approx_kl(old, new, estimator="k4")
 
 
 def test_policy_loss_vmaps_over_a_stack_of_gates_and_seeds():
@@ -244,13 +375,31 @@ def test_policy_loss_vmaps_over_a_stack_of_gates_and_seeds():
                                 jnp.ones(2)), "mask(2,)"),
     (lambda: losses.policy_loss(gates.sigmoid(), jnp.zeros(3), jnp.zeros(3), jnp.zeros(3),
                                 reduction="mean"),
-     "reduction must be one of ('token_mean', 'sequence_mean'), got reduction='mean'"),
+     "got reduction='mean'"),
     (lambda: losses.policy_loss(gates.sigmoid(), jnp.zeros(3), jnp.zeros(3), jnp.zeros(3),
                                 reduction="sequence_mean"),
      "reduction='sequence_mean' needs arrays shaped [..., sequence, token], got 1-d arrays"),
     (lambda: losses.dual_ratio_policy_loss(gates.sigmoid(), gates.sigmoid(), jnp.zeros(3),
                                            jnp.zeros(3), jnp.zeros(2), jnp.zeros(3)),
      "ref_log_prob(2,)"),
+    (lambda: losses.policy_loss(gates.sigmoid(), jnp.zeros(3), jnp.zeros(3), jnp.zeros(3),
+                                max_log_ratio=0.0),
+     "policy_loss: max_log_ratio must be > 0 (+inf: no clamp), got max_log_ratio=0.0"),
+    (lambda: losses.policy_loss(gates.sigmoid(), jnp.zeros(3), jnp.zeros(3), jnp.zeros(3),
+                                max_log_ratio=-5), "got max_log_ratio=-5"),
+    (lambda: losses.dual_ratio_policy_loss(gates.sigmoid(), gates.sigmoid(), *(jnp.zeros(3),) * 4,
+                                           max_log_ratio=float("nan")),
+     "dual_ratio_policy_loss: max_log_ratio must be > 0 (+inf: no clamp), got max_log_ratio=nan"),
+    (lambda: losses.clamped_ratio(jnp.zeros(3), jnp.zeros(3), "20"), "got max_log_ratio='20'"),
+    (lambda: losses.value_loss(jnp.zeros(3), jnp.zeros(3), old_value=jnp.zeros(3),
+                               clip_epsilon=-0.2),
+     "value_loss: clip_epsilon must be > 0 (finite), got clip_epsilon=-0.2"),
+    (lambda: losses.value_loss(jnp.zeros(3), jnp.zeros(3), old_value=jnp.zeros(3),
+                               clip_epsilon=float("nan")), "got clip_epsilon=nan"),
+    (lambda: losses.value_loss(jnp.zeros(3), jnp.zeros(3), old_value=jnp.zeros(3),
+                               clip_epsilon=0.0), "got clip_epsilon=0.0"),
+    (lambda: losses.masked_mean(jnp.zeros(3), jnp.ones(4)), "masked_mean: arrays must have the "
+                                                            "same shape; got x(3,), mask(4,)"),
 ])
 def test_bad_inputs_raise_clear_errors(call, message):
   with pytest.raises(ValueError, match=re.escape(message)):

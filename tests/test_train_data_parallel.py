@@ -1,7 +1,7 @@
 """Data-parallel training on 2 forced host CPU devices equals one device with the same batch.
 
 Runs in a subprocess with a timeout (forced host devices must be set before JAX starts, and
-multi-device CPU programs can hang: ../shared/PITFALLS.md).
+multi-device CPU programs can hang: docs/pitfalls.md).
 """
 
 import os

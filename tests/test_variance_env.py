@@ -6,7 +6,7 @@ import pytest
 
 pytest.importorskip("rgpo_jax.training")
 
-from rgpo_jax import variance_cli  # noqa: E402
+from rgpo_jax.variance import cli as variance_cli  # noqa: E402
 
 
 @pytest.fixture(scope="module")

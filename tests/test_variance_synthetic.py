@@ -12,7 +12,7 @@ from scipy import optimize
 
 from rgpo_jax import gates
 from rgpo_jax import variance as V
-from rgpo_jax import variance_cli
+from rgpo_jax.variance import cli as variance_cli
 
 
 # ------------------------------------------------------------------------------ samplers

@@ -35,6 +35,7 @@ ALGOS: dict[str, tuple[str, tuple[str, ...]]] = {
     "softsign": ("softsign", ("tau", "tau_neg")),
     "truncated": ("truncated", ("low", "high")),
     "rgpo_pessimistic": ("pessimistic_sigmoid", ("k",)),
+    "rgpo_sigmoid": ("sigmoid", ("k",)),
 }
 
 # Algorithms that are an update rule of their own (every other algo is a gate of "gated").
@@ -199,7 +200,7 @@ class TrainConfig:
     family = self.gate_family
     if family is None:
       return {}
-    if family == "sigmoid":
+    if family in ("sigmoid", "pessimistic_sigmoid"):
       return {"k": self.k}
     if family == "ppo_clip":
       return {"epsilon": self.epsilon}

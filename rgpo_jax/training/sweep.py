@@ -11,7 +11,7 @@ On CPU, one compiled program uses about one core well (XLA's intra-op threads co
 they gain for these small matmuls), so a sweep runs faster split over forced host devices, one
 per core (`use_host_devices()`, on by default in `rgpo train`, `--no-cpu-devices` to disable).
 Measured on 2 cores, CartPole, 16 seeds: about 210k env steps/s on 1 device, about 400k on
-2 host devices × 8 seeds. Such programs used to hang in about 1 of 6 runs (../shared/PITFALLS.md);
+2 host devices × 8 seeds. Such programs used to hang in about 1 of 6 runs (docs/pitfalls.md);
 the cause was a vmapped LAPACK QR in the orthogonal initialisation (see `networks.py`), gone
 since the initialiser is plain JAX: 40 of 40 such sweeps finished in a stress run here.
 """

@@ -3,7 +3,7 @@
 One loop for every algorithm; what differs is the update rule, chosen once when the `Trainer`
 is built (`update_rules.make_rule`, from `config.algo`), and for the gated rule the gate
 (`config.algo` → `gates.make`), the only thing that differs between RGPO, PPO, IS, REINFORCE,
-SAPO, ...
+SAPO, ... (see docs/architecture.md).
 
     TrainState ──update──► rollout (scan over num_steps, vmapped envs)
                            next_values: V(obs[t+1]), V(final_obs) where truncated
