@@ -15,6 +15,7 @@ import sys
 SUBCOMMAND_MODULES = (
     "rgpo_jax.training.cli",
     "rgpo_jax.variance.cli",
+    "rgpo_jax.rlhf_cli",
 )
 
 # For a module whose third-party dependencies are not installed: the extra that installs them
