@@ -8,7 +8,9 @@ Three action distributions cover the trainer's needs:
   `entropy(key)` is the single-sample estimate H[N] + E[Σ log(1 − tanh(u)²)], and
   `entropy()` without a key returns the Gaussian entropy (the common, biased-but-smooth
   regulariser used by Brax's PPO for its entropy bonus).
-The entropy functions are also exposed on their own for use in users' losses.
+`Categorical` and `Gaussian` also have the exact `kl(other)` (TRPO's trust region; for the
+tanh-Gaussian, KL is invariant under the bijection tanh, so `Gaussian.kl` of the pre-tanh
+parameters is its KL too). The entropy and KL functions are also exposed on their own for use in users' losses.
 """
 
 from __future__ import annotations
@@ -44,6 +46,23 @@ def gaussian_entropy(log_std: Array) -> Array:
   return jnp.sum(_HALF_LOG_2PI_E + log_std, axis=-1)
 
 
+def categorical_kl(logits_p: Array, logits_q: Array) -> Array:
+  """KL(p‖q) = Σ_a p(a) (log p(a) − log q(a)) over the last axis [..., A] → [...] (exact)."""
+  log_p = jax.nn.log_softmax(logits_p, axis=-1)
+  log_q = jax.nn.log_softmax(logits_q, axis=-1)
+  return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def gaussian_kl(mean_p: Array, log_std_p: Array, mean_q: Array, log_std_q: Array) -> Array:
+  """KL(p‖q) of diagonal Gaussians, Σ_i [log σq/σp + (σp² + (μp − μq)²)/(2σq²) − ½] → [...]."""
+  mean_p, mean_q = jnp.broadcast_arrays(mean_p, mean_q)
+  log_std_p = jnp.broadcast_to(log_std_p, mean_p.shape)
+  log_std_q = jnp.broadcast_to(log_std_q, mean_p.shape)
+  var_ratio = jnp.exp(2.0 * (log_std_p - log_std_q))
+  z = (mean_p - mean_q) * jnp.exp(-log_std_q)
+  return jnp.sum(log_std_q - log_std_p + 0.5 * (var_ratio + z * z) - 0.5, axis=-1)
+
+
 def tanh_log_det_jacobian(pre_tanh: Array) -> Array:
   """Σ_i log(1 − tanh(u_i)²), computed stably as 2(log 2 − u − softplus(−2u)); [..., D] → [...]."""
   return jnp.sum(2.0 * (math.log(2.0) - pre_tanh - jax.nn.softplus(-2.0 * pre_tanh)), axis=-1)
@@ -77,6 +96,10 @@ class Categorical(NamedTuple):
   def mode(self) -> Array:
     return jnp.argmax(self.logits, axis=-1)
 
+  def kl(self, other: "Categorical") -> Array:
+    """KL(self‖other) per state, exact."""
+    return categorical_kl(self.logits, other.logits)
+
 
 class Gaussian(NamedTuple):
   mean: Array  # [..., D]
@@ -94,6 +117,10 @@ class Gaussian(NamedTuple):
 
   def mode(self) -> Array:
     return self.mean
+
+  def kl(self, other: "Gaussian") -> Array:
+    """KL(self‖other) per state, exact."""
+    return gaussian_kl(self.mean, self.log_std, other.mean, other.log_std)
 
 
 class TanhGaussian(NamedTuple):
