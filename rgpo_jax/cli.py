@@ -16,6 +16,7 @@ SUBCOMMAND_MODULES = (
     "rgpo_jax.training.cli",
     "rgpo_jax.training.compare",
     "rgpo_jax.variance.cli",
+    "rgpo_jax.rlhf_cli",
 )
 
 # For a module whose third-party dependencies are not installed: the extra that installs them
