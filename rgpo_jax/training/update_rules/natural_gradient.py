@@ -11,7 +11,7 @@ The policy step, on the flat policy parameters θ (actor and log-std; `ravel_pyt
 
 F·v is forward-over-reverse (`jax.linearize` of `jax.grad` of the mean KL, linearised once per
 update and reused by every CG iteration), never a matrix. The surrogate's gate is any gate:
-`importance` (w = r, TRPO's own) by default, RGPO's sigmoid one flag away (`trpo_gate`).
+`importance` (w = r, TRPO's own) by default, RGPO's gates one flag away (`trpo_gate`).
 Everything is inside the compiled program (fori_loop CG, while_loop line search), so it runs
 under the sweep's vmap with a traced max_kl and damping. Data-parallel: g, every F·v, and the
 line search's surrogate and KL are averaged over the device axis, so every device takes the
