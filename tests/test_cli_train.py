@@ -210,3 +210,27 @@ def test_host_loop_functions_are_at_most_80_lines():
           if node.end_lineno - node.lineno + 1 > 80:
             long[f"{name}.py:{node.lineno} {node.name}"] = node.end_lineno - node.lineno + 1
   assert long == {}
+
+
+def test_metric_lines_are_the_json_dumps_of_each_record():
+  from rgpo_jax.training import io  # pylint: disable=import-outside-toplevel
+  from rgpo_jax.training.sweep import Sweep  # pylint: disable=import-outside-toplevel
+  from rgpo_jax.training.train import METRICS  # pylint: disable=import-outside-toplevel
+  sweep = Sweep(TrainConfig(num_envs=2, num_steps=8, total_steps=64, num_minibatches=2,
+                            hidden=(8,)), {"lr": [1e-3, 3e-4]}, num_seeds=2)
+  rng = np.random.default_rng(0)
+  chunk = {k: (rng.standard_normal((4, 3)) * 10.0 ** rng.integers(-30, 30, (4, 3)))
+           .astype(np.float32) for k in METRICS}
+  chunk["episode_return"][0, :2] = np.nan
+  chunk["approx_kl"][3, 2] = np.inf
+  chunk["episodes"] = rng.integers(0, 5, (4, 3)).astype(np.int32)
+  expected = []
+  for u in range(3):  # update-major, one record per run
+    for r in range(4):
+      rec = {"run": r, "seed": r % 2, "hparams": {"lr": [1e-3, 3e-4][r // 2]},
+             "update": 10 + u + 1, "env_steps": (10 + u + 1) * 16}
+      for name in METRICS:
+        x = float(chunk[name][r, u])
+        rec[name] = float(f"{x:.7g}") if np.isfinite(x) else None
+      expected.append(json.dumps(rec))
+  assert io._metric_lines(sweep, chunk, 10) == expected  # pylint: disable=protected-access
