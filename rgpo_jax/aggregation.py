@@ -42,6 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rgpo_jax._checks import as_bool_mask
+
 Array = jax.Array
 Mode = Literal["token-mean", "token-sum", "seq-mean-token-sum", "seq-mean-token-mean",
                "seq-mean-token-sum-norm"]
@@ -107,7 +109,7 @@ def aggregate(
   for name, value in (("num_tokens", num_tokens), ("num_sequences", num_sequences),
                       ("max_length", max_length)):
     _check_count(fn, name, value)
-  m = jnp.ones(jnp.shape(loss), bool) if mask is None else jnp.asarray(mask).astype(bool)
+  m = jnp.ones(jnp.shape(loss), bool) if mask is None else as_bool_mask(fn, mask)
   dtype = loss.dtype if jnp.issubdtype(loss.dtype, jnp.floating) else jnp.result_type(float)
   loss = jnp.where(m, loss, 0.0).astype(dtype)
   psum = (lambda x: x) if axis_name is None else (lambda x: jax.lax.psum(x, axis_name))

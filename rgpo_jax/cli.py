@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES = (
 
 # For a module whose third-party dependencies are not installed: the extra that installs them
 # and the commands it would have added (they then print how to install it instead of failing).
+# A listed module missing from here is left out of `rgpo` when its dependencies are absent.
 MODULE_EXTRAS = {
     "rgpo_jax.training.cli": ("train", ("train", "plot", "evaluate")),
 }
@@ -49,8 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     except ModuleNotFoundError as e:
       if e.name and (name == e.name or name.startswith(e.name + ".")):
         continue  # that part of the package is not installed
-      if e.name and not e.name.startswith("rgpo_jax") and name in MODULE_EXTRAS:
-        _register_missing_extra(subparsers, *MODULE_EXTRAS[name], missing=e.name)
+      if e.name and e.name.split(".")[0] != "rgpo_jax":  # a third-party dependency
+        if name in MODULE_EXTRAS:
+          _register_missing_extra(subparsers, *MODULE_EXTRAS[name], missing=e.name)
         continue
       raise
     module.register(subparsers)

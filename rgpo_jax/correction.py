@@ -36,7 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from rgpo_jax import gates as gates_lib
-from rgpo_jax._checks import check_same_shape
+from rgpo_jax._checks import as_bool_mask, check_same_shape
 
 Array = jax.Array
 Level = Literal["token", "sequence"]
@@ -80,7 +80,8 @@ def rollout_log_ratio(old_log_prob: Array, rollout_log_prob: Array, mask: Array 
                    rollout_log_prob=rollout_log_prob, mask=mask)
   if level not in LEVELS:
     raise ValueError(f"rollout_log_ratio: level must be one of {LEVELS}, got level={level!r}")
-  valid = jnp.ones(jnp.shape(old_log_prob), bool) if mask is None else jnp.asarray(mask, bool)
+  valid = (jnp.ones(jnp.shape(old_log_prob), bool) if mask is None
+           else as_bool_mask("rollout_log_ratio", mask))
   old, rollout = jax.lax.stop_gradient((old_log_prob, rollout_log_prob))
   log_rho = jnp.where(valid, old, 0.0) - jnp.where(valid, rollout, 0.0)
   if level == "sequence":
@@ -159,7 +160,8 @@ def correction_weights(
   log_rho = rollout_log_ratio(old_log_prob, rollout_log_prob, mask, level)
   rho = jnp.exp(jnp.clip(log_rho, -SAFETY_BOUND, SAFETY_BOUND))
   weights, corrected = _weights(mode, log_rho, rho, cap, low, high, gate)
-  valid = jnp.ones(jnp.shape(log_rho), bool) if mask is None else jnp.asarray(mask, bool)
+  valid = (jnp.ones(jnp.shape(log_rho), bool) if mask is None
+           else as_bool_mask("correction_weights", mask))
   aux = _diagnostics(weights, corrected, rho, valid, level)
   return jax.lax.stop_gradient(jnp.where(valid, weights, 0.0)), aux
 

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 from rgpo_jax import aggregation
 from rgpo_jax import gates as gates_lib
 from rgpo_jax import ratios
-from rgpo_jax._checks import check_same_shape
+from rgpo_jax._checks import as_bool_mask, check_same_shape
 
 Array = jax.Array
 
@@ -45,7 +45,7 @@ def _valid(fn: str, log_prob: Array, mask: Array | None) -> Array:
   if jnp.shape(mask) != jnp.shape(log_prob):
     raise ValueError(f"{fn}: mask must have the shape of log_prob {tuple(jnp.shape(log_prob))}, "
                      f"got mask{tuple(jnp.shape(mask))}")
-  return jnp.asarray(mask).astype(bool)
+  return as_bool_mask(fn, mask)
 
 
 def covariance_scores(log_prob: Array, advantage: Array, mask: Array | None = None) -> Array:

@@ -26,7 +26,7 @@ from typing import Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rgpo_jax._checks import check_same_shape
+from rgpo_jax._checks import as_bool_mask, check_same_shape
 
 Array = jax.Array
 Estimator = Literal["k1", "k2", "k3", "k1+", "k3+"]
@@ -84,7 +84,7 @@ def kl_penalty(log_prob: Array, ref_log_prob: Array, estimator: Estimator = "k3"
     raise ValueError(f"kl_penalty: clamp must be > 0 or None, got clamp={clamp!r}")
   ref = jax.lax.stop_gradient(ref_log_prob)
   if mask is not None:
-    valid = jnp.asarray(mask, bool)
+    valid = as_bool_mask("kl_penalty", mask)
     log_prob, ref = jnp.where(valid, log_prob, 0.0), jnp.where(valid, ref, 0.0)
   base = {"k1": kl_k1, "k1+": kl_k1, "k2": kl_k2, "k3": kl_k3, "k3+": kl_k3}[estimator]
   value = base(log_prob, ref)

@@ -3,28 +3,39 @@
 Every function is pure, works on arrays of any shape (plus an optional mask of the same shape),
 and composes with `jit`, `vmap`, `grad` and `pmap`. Nothing here imports the trainer: take these
 into your own agent (see README).
+
+The policy loss is composed from one module per choice: the gate (`gates`, `detached`), the
+ratio granularity (`ratios`: token, GSPO sequence, GMPO geometric mean), an optional detached
+per-token weight such as a rollout-mismatch correction (`correction`), and the aggregation of the
+per-token terms (`aggregation`: token-mean, seq-mean-token-mean, Dr.GRPO's constant, ...).
 """
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import Callable, Literal, NamedTuple, Union
 
 import jax
 import jax.numpy as jnp
 
+from rgpo_jax import aggregation
 from rgpo_jax import gates as gates_lib
+from rgpo_jax import ratios
 from rgpo_jax._checks import as_bool_mask, check_number, check_same_shape
 from rgpo_jax.distributions import (  # noqa: F401  (re-exported: entropy lives with the policies)
     categorical_entropy, gaussian_entropy, tanh_gaussian_entropy)
 from rgpo_jax.kl import (  # noqa: F401  (re-exported: the KL estimators live in kl.py)
     kl_k1, kl_k2, kl_k3, kl_k3_from_log_ratio)
 
-Array = jax.Array
-Reduction = Literal["token_mean", "sequence_mean"]
-REDUCTIONS = ("token_mean", "sequence_mean")
+from rgpo_jax.ratios import (  # noqa: F401  (re-exported: the ratio lives in ratios.py)
+    DEFAULT_MAX_LOG_RATIO, clamped_ratio)
 
-# exp(20) ≈ 4.9e8: far beyond any ratio a useful update sees, far below float32 overflow (≈ e^88).
-DEFAULT_MAX_LOG_RATIO = 20.0
+Array = jax.Array
+# A reduction is an aggregation mode (`aggregation.MODES`; the older names "token_mean" and
+# "sequence_mean" are aliases of "token-mean" and "seq-mean-token-mean") or a callable
+# `(per_token, mask) -> scalar`, e.g. `functools.partial(aggregation.aggregate,
+# mode="token-mean", num_tokens=global_count)` for gradient accumulation.
+Reduction = Union[str, Callable[[Array, Union[Array, None]], Array]]
+REDUCTIONS = ("token_mean", "sequence_mean") + aggregation.MODES
 
 
 # ---------------------------------------------------------------------------------------------
@@ -36,12 +47,22 @@ def _check_shapes(fn: str, **arrays):
                        "advantage[:, None])", **arrays)
 
 
-def _check_reduction(fn: str, reduction: str, ndim: int):
+def _check_reduction(fn: str, reduction, ndim: int):
+  if callable(reduction):
+    return
   if reduction not in REDUCTIONS:
-    raise ValueError(f"{fn}: reduction must be one of {REDUCTIONS}, got reduction={reduction!r}")
-  if reduction == "sequence_mean" and ndim < 2:
-    raise ValueError(f"{fn}: reduction='sequence_mean' needs arrays shaped [..., sequence, token], "
+    raise ValueError(f"{fn}: reduction must be one of {REDUCTIONS} or a callable "
+                     f"(per_token, mask) -> scalar, got reduction={reduction!r}")
+  if aggregation.canonical_mode(reduction, fn).startswith("seq") and ndim < 2:
+    raise ValueError(f"{fn}: reduction={reduction!r} needs arrays shaped [..., sequence, token], "
                      f"got {ndim}-d arrays")
+
+
+def _diagnostic_mode(reduction) -> str:
+  """Diagnostics are means: token-mean for token modes and callables, else seq-mean-token-mean."""
+  if callable(reduction) or not aggregation.canonical_mode(reduction).startswith("seq"):
+    return "token-mean"
+  return "seq-mean-token-mean"
 
 
 def _mask(fn: str, mask) -> Array | None:
@@ -55,20 +76,11 @@ def _select(mask: Array | None, x: Array, safe: float) -> Array:
 
 
 def _mean(x: Array, mask: Array | None, reduction: Reduction) -> Array:
-  """`masked_mean` for an already checked boolean mask (or None)."""
-  dtype = jnp.result_type(x, float)
-  x = x.astype(dtype)
-  if mask is None:
-    mask = jnp.ones(jnp.shape(x), bool)
-  else:
-    x = jnp.where(mask, x, jnp.zeros((), dtype))
-  if reduction == "token_mean":
-    return jnp.sum(x) / jnp.maximum(jnp.sum(mask, dtype=dtype), 1.0)
-  tokens = jnp.sum(mask, axis=-1, dtype=dtype)
-  per_sequence = jnp.sum(x, axis=-1) / jnp.maximum(tokens, 1.0)
-  has_tokens = tokens > 0
-  per_sequence = jnp.where(has_tokens, per_sequence, jnp.zeros((), dtype))
-  return jnp.sum(per_sequence) / jnp.maximum(jnp.sum(has_tokens, dtype=dtype), 1.0)
+  """`masked_mean` for an already checked boolean mask (or None): `aggregation.aggregate`."""
+  x = x.astype(jnp.result_type(x, float))
+  if callable(reduction):
+    return reduction(x if mask is None else jnp.where(mask, x, jnp.zeros((), x.dtype)), mask)
+  return aggregation.aggregate(x, mask, reduction)
 
 
 def masked_mean(x: Array, mask: Array | None = None, reduction: Reduction = "token_mean") -> Array:
@@ -78,6 +90,8 @@ def masked_mean(x: Array, mask: Array | None = None, reduction: Reduction = "tok
   sequence_mean: per sequence (last axis) the mean over its valid tokens, then the mean over
                  sequences that have at least one valid token (every sequence counts once, as in
                  GRPO's original loss).
+  Any other `aggregation` mode (token-sum, seq-mean-token-sum, seq-mean-token-sum-norm, ...) or
+  a callable `(x, mask) -> scalar` is accepted too (the logic lives in `aggregation.aggregate`).
 
   Padded entries are selected out (`jnp.where`), not multiplied by 0: NaN or ±inf there changes
   neither the value nor the gradient (which is exactly 0 on padding). An all-masked input gives
@@ -88,7 +102,8 @@ def masked_mean(x: Array, mask: Array | None = None, reduction: Reduction = "tok
     mask: optional, same shape, boolean or 0/1 (True/1 = valid). A mask selects, it does not
       weight: a concrete mask with other values (e.g. 0.5 or 2) is refused with a ValueError; a
       traced mask cannot be checked and is read as `mask != 0`.
-    reduction: "token_mean" or "sequence_mean" (needs at least 2-d arrays).
+    reduction: "token_mean", "sequence_mean" (needs at least 2-d arrays), an `aggregation`
+      mode or a callable.
   """
   check_same_shape("masked_mean", x=x, mask=mask)
   _check_reduction("masked_mean", reduction, jnp.ndim(x))
@@ -103,31 +118,7 @@ def _masked_max(x: Array, mask: Array | None) -> Array:
   return jnp.where(jnp.any(mask), valid_max, jnp.zeros((), valid_max.dtype))
 
 
-def _check_max_log_ratio(fn: str, max_log_ratio) -> None:
-  check_number(fn, "max_log_ratio", max_log_ratio, lambda v: v > 0, "> 0 (+inf: no clamp)",
-               allow_inf=True)
-
-
-def clamped_ratio(log_prob: Array, base_log_prob: Array,
-                  max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> Array:
-  """r = exp(log_prob − stop_gradient(base_log_prob)), safe against overflow.
-
-  The log-ratio is clamped to [−max_log_ratio, max_log_ratio] with a straight-through estimator:
-  the forward value is exp(clamped), and ∂r/∂log_prob = r_clamped. Inside the band (|log r| ≤ 20
-  by default, i.e. r ∈ [2e−9, 4.9e8]) values and gradients are exactly those of the unclamped
-  ratio; outside it a sample's gradient weight is w evaluated at the band's edge (finite, and
-  non-zero for gates such as REINFORCE whose weight does not vanish), never inf or NaN.
-
-  Args:
-    log_prob: differentiated log-probabilities.
-    base_log_prob: stop-gradiented log-probabilities of the same shape (π_old or π_ref).
-    max_log_ratio: the clamp, > 0 (+inf disables it); NaN, 0 and negative values are refused.
-  """
-  _check_max_log_ratio("clamped_ratio", max_log_ratio)
-  log_ratio = jax.lax.stop_gradient(log_prob - base_log_prob)
-  clamped = jnp.clip(log_ratio, -max_log_ratio, max_log_ratio)
-  # Forward: exactly exp(clamped) (log_prob − log_prob = 0); gradient: exp(clamped)·∂log_prob.
-  return jnp.exp(clamped + (log_prob - jax.lax.stop_gradient(log_prob)))
+_check_max_log_ratio = ratios.check_max_log_ratio
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +228,7 @@ def gate_diagnostics(gate: gates_lib.Gate, ratio: Array, log_ratio: Array, advan
                 mask=mask)
   _check_reduction("gate_diagnostics", reduction, jnp.ndim(ratio))
   return _gate_diagnostics(gate, ratio, log_ratio, advantage,
-                           _mask("gate_diagnostics", mask), reduction)
+                           _mask("gate_diagnostics", mask), _diagnostic_mode(reduction))
 
 
 _MASK_DOC = """mask: optional array of the same shape, boolean or 0/1 (True/1 = valid). Padded
@@ -256,17 +247,24 @@ def policy_loss(
     mask: Array | None = None,
     *,
     reduction: Reduction = "token_mean",
+    granularity: ratios.Granularity = "token",
+    log_clip: tuple[float | None, float | None] | None = None,
+    sample_weight: Array | None = None,
     max_log_ratio: float = DEFAULT_MAX_LOG_RATIO,
 ) -> tuple[Array, PolicyLossAux]:
-  """Gated policy-gradient loss L = −mean[g(r)·Â] (RGPO, arXiv 2604.14895).
+  """Gated policy-gradient loss L = −agg[c·g(r)·Â] (RGPO, arXiv 2604.14895).
 
-  r = exp(log_prob − stop_gradient(behavior_log_prob)) (overflow-safe, see `clamped_ratio`) and
-  Â = stop_gradient(advantage). Because ∇ g(r) = w(r)·∇ log π with w(r) = g'(r)·r,
+  r = exp(log_prob − stop_gradient(behavior_log_prob)) (overflow-safe, see `clamped_ratio`) at
+  the chosen granularity, Â = stop_gradient(advantage) and c an optional detached per-token
+  weight. Because ∇ g(r) = w(r)·∇ log π with w(r) = g'(r)·r, for token ratios
 
-      ∂L/∂log_prob_i = −w(r_i)·Â_i / N        (token_mean, N valid entries; 0 on padding),
+      ∂L/∂log_prob_i = −c_i·w(r_i)·Â_i / N        (token_mean, N valid entries; 0 on padding),
 
   so the gate alone decides the algorithm: `gates.sigmoid(k)` is RGPO, `gates.ppo_clip(ε)` is
-  PPO, `gates.importance()` the IS/TRPO surrogate, `gates.reinforce()` REINFORCE.
+  PPO, `gates.importance()` the IS/TRPO surrogate, `gates.reinforce()` REINFORCE,
+  `gates.dual_clip` dual-clip PPO, `detached.cispo` CISPO. With granularity="sequence_token"
+  and `gates.ppo_clip` it is GSPO; with "geometric_mean", `log_clip=(0.4, 0.4)` and
+  `gates.importance()` it is GMPO; any gate works at any granularity (`ratios`).
 
   Args:
     gate: a `gates.Gate`.
@@ -274,24 +272,40 @@ def policy_loss(
     behavior_log_prob: log π_old(a|s) of the same actions, same shape (stop-gradiented).
     advantage: Â, same shape (stop-gradiented). Broadcast per-sequence advantages yourself.
     MASK
-    reduction: "token_mean" (mean over all valid entries) or "sequence_mean" (mean over the last
-      axis per sequence, then over sequences).
+    reduction: how per-token terms become the loss: an `aggregation` mode ("token_mean" =
+      "token-mean", "sequence_mean" = "seq-mean-token-mean", "token-sum", "seq-mean-token-sum",
+      "seq-mean-token-sum-norm") or a callable `(per_token, mask) -> scalar` (e.g.
+      `functools.partial(aggregation.aggregate, mode="token-mean", num_tokens=n_global)`).
+      Diagnostics are token means (sequence means for the seq-* modes).
+    granularity: "token" (default), "sequence" (GSPO's s_i, gradient through the mean),
+      "sequence_token" (GSPO-token) or "geometric_mean" (GMPO); all but "token" need `mask`.
+    log_clip: (ε_low, ε_high) of GMPO's per-token log-space clip ("geometric_mean" only).
+    sample_weight: optional per-token weights c ≥ 0 of the same shape, stop-gradiented, e.g.
+      `correction.correction_weights(...)[0]` (rollout–trainer mismatch) or a selection mask.
     max_log_ratio: clamp of |log r| for overflow safety, > 0 (+inf: no clamp).
 
   Returns:
-    (loss, aux): the scalar loss and a `PolicyLossAux` of diagnostics.
+    (loss, aux): the scalar loss and a `PolicyLossAux` of diagnostics (of the gate at the
+    granularity's ratio).
   """
   _check_shapes("policy_loss", log_prob=log_prob, behavior_log_prob=behavior_log_prob,
-                advantage=advantage, mask=mask)
+                advantage=advantage, mask=mask, sample_weight=sample_weight)
   _check_reduction("policy_loss", reduction, jnp.ndim(log_prob))
   _check_max_log_ratio("policy_loss", max_log_ratio)
   mask = _mask("policy_loss", mask)
   log_prob = _select(mask, log_prob, 0.0)
   behavior_log_prob = _select(mask, behavior_log_prob, 0.0)
   advantage = _select(mask, jax.lax.stop_gradient(advantage), 0.0)
-  ratio = clamped_ratio(log_prob, behavior_log_prob, max_log_ratio)
-  loss = -_mean(gate.value(ratio, advantage) * advantage, mask, reduction)
-  aux = _gate_diagnostics(gate, ratio, jnp.log(ratio), advantage, mask, reduction)
+  low, high = (None, None) if log_clip is None else log_clip
+  ratio = ratios.ratio(log_prob, behavior_log_prob, mask, granularity=granularity,
+                       advantage=advantage, log_clip_low=low, log_clip_high=high,
+                       max_log_ratio=max_log_ratio)
+  objective = gate.value(ratio, advantage) * advantage
+  if sample_weight is not None:
+    objective = objective * _select(mask, jax.lax.stop_gradient(sample_weight), 0.0)
+  loss = -_mean(objective, mask, reduction)
+  aux = _gate_diagnostics(gate, ratio, jnp.log(ratio), advantage, mask,
+                          _diagnostic_mode(reduction))
   return loss, aux
 
 
@@ -335,9 +349,11 @@ def dual_ratio_policy_loss(
       ∂α/∂log π_θ = [w_old(r_old)·g_ref(r_ref) + g_old(r_old)·w_ref(r_ref)] / g_ref(1).
 
   Reconstruction (the form in arXiv 2604.14895 is not public): the product of two gates, token
-  level. We divide by g_ref(1) so that a policy equal to the reference (the start of RLHF, where
-  a sigmoid gate would sit at ½) gets exactly the single-ratio RGPO update; as π_θ drifts from
-  π_ref the factor moves the update towards/away from the reference through the gate's slope.
+  level. We divide by g_ref(1) so that at a policy equal to the reference (the start of RLHF,
+  where a sigmoid gate would sit at ½) α has the single-ratio gate's value. Its gradient weight
+  there is not RGPO's: w_old(r_old) + g_old(r_old)·w_ref(1)/g_ref(1), i.e. 2 at r_old = 1 for two
+  k = 4 sigmoids against RGPO's 1 (both ratios move with π_θ). As π_θ drifts from π_ref the
+  factor moves the update towards/away from the reference through the gate's slope.
   Pass any `Gate` as `gate_ref` (e.g. a sharper sigmoid for a tighter anchor). No KL penalty is
   added here; add `kl_k3` yourself if you want one.
 
@@ -373,11 +389,12 @@ def dual_ratio_policy_loss(
   r_old = clamped_ratio(lp, old_log_prob, max_log_ratio)
   r_ref = clamped_ratio(lp, ref_log_prob, max_log_ratio)
   ref_factor = gate_ref.value(r_ref, advantage) / gate_ref.value(jnp.ones_like(r_ref), advantage)
+  diagnostic = _diagnostic_mode(reduction)
   aux = DualRatioAux(
-      old=_gate_diagnostics(gate_old, r_old, jnp.log(r_old), advantage, mask, reduction),
-      ref_gate_mean=_mean(ref_factor, mask, reduction),
-      approx_kl_ref=_mean(kl_k3(ref_log_prob, lp), mask, reduction),
-      weight_mean=_mean(weight, mask, reduction),
+      old=_gate_diagnostics(gate_old, r_old, jnp.log(r_old), advantage, mask, diagnostic),
+      ref_gate_mean=_mean(ref_factor, mask, diagnostic),
+      approx_kl_ref=_mean(kl_k3(ref_log_prob, lp), mask, diagnostic),
+      weight_mean=_mean(weight, mask, diagnostic),
       weight_max=_masked_max(weight, mask),
   )
   return loss, aux

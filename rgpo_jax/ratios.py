@@ -35,7 +35,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from rgpo_jax._checks import check_same_shape
+from rgpo_jax._checks import as_bool_mask, check_number, check_same_shape
 
 Array = jax.Array
 Granularity = Literal["token", "sequence", "sequence_token", "geometric_mean"]
@@ -45,6 +45,12 @@ GRANULARITIES = ("token", "sequence", "sequence_token", "geometric_mean")
 DEFAULT_MAX_LOG_RATIO = 20.0
 
 
+def check_max_log_ratio(fn: str, max_log_ratio) -> None:
+  """ValueError naming `max_log_ratio` unless it is > 0 (+inf: no clamp)."""
+  check_number(fn, "max_log_ratio", max_log_ratio, lambda v: v > 0, "> 0 (+inf: no clamp)",
+               allow_inf=True)
+
+
 def exp_clamped(log_ratio: Array, max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> Array:
   """exp(log_ratio) with |log_ratio| clamped at `max_log_ratio` by a straight-through estimator.
 
@@ -52,8 +58,30 @@ def exp_clamped(log_ratio: Array, max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) 
   to the gradient), so inside the band values and gradients are exactly those of exp, and outside
   it the weight is the band edge's: finite, never inf or NaN.
   """
+  clamped = jax.lax.stop_gradient(jnp.clip(log_ratio, -max_log_ratio, max_log_ratio))
+  return jnp.exp(clamped + (log_ratio - jax.lax.stop_gradient(log_ratio)))
+
+
+def clamped_ratio(log_prob: Array, base_log_prob: Array,
+                  max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> Array:
+  """r = exp(log_prob − stop_gradient(base_log_prob)), safe against overflow.
+
+  The log-ratio is clamped to [−max_log_ratio, max_log_ratio] with a straight-through estimator:
+  the forward value is exp(clamped), and ∂r/∂log_prob = r_clamped. Inside the band (|log r| ≤ 20
+  by default, i.e. r ∈ [2e−9, 4.9e8]) values and gradients are exactly those of the unclamped
+  ratio; outside it a sample's gradient weight is w evaluated at the band's edge (finite, and
+  non-zero for gates such as REINFORCE whose weight does not vanish), never inf or NaN.
+
+  Args:
+    log_prob: differentiated log-probabilities.
+    base_log_prob: stop-gradiented log-probabilities of the same shape (π_old or π_ref).
+    max_log_ratio: the clamp, > 0 (+inf disables it); NaN, 0 and negative values are refused.
+  """
+  check_max_log_ratio("clamped_ratio", max_log_ratio)
+  log_ratio = jax.lax.stop_gradient(log_prob - base_log_prob)
   clamped = jnp.clip(log_ratio, -max_log_ratio, max_log_ratio)
-  return jnp.exp(log_ratio + jax.lax.stop_gradient(clamped - log_ratio))
+  # Forward: exactly exp(clamped) (log_prob − log_prob = 0); gradient: exp(clamped)·∂log_prob.
+  return jnp.exp(clamped + (log_prob - jax.lax.stop_gradient(log_prob)))
 
 
 def _bool_mask(fn: str, mask: Array | None, shape) -> Array | None:
@@ -62,7 +90,7 @@ def _bool_mask(fn: str, mask: Array | None, shape) -> Array | None:
   if jnp.shape(mask) != tuple(shape):
     raise ValueError(f"{fn}: mask must have the shape of log_prob {tuple(shape)}, got "
                      f"mask{tuple(jnp.shape(mask))}")
-  return jnp.asarray(mask).astype(bool)
+  return as_bool_mask(fn, mask)
 
 
 def masked_log_ratio(log_prob: Array, old_log_prob: Array, mask: Array | None = None) -> Array:
@@ -102,9 +130,13 @@ def token_ratio(log_prob: Array, old_log_prob: Array, mask: Array | None = None,
                 max_log_ratio: float = DEFAULT_MAX_LOG_RATIO) -> Array:
   """Per-token ratio r_t = π_θ/π_old = exp(log_prob − sg(old_log_prob)) (PPO, arXiv 1707.06347).
 
-  Overflow-safe (`exp_clamped`); 1 at masked positions. Same shape as `log_prob`.
+  Overflow-safe (`clamped_ratio`); 1 at masked positions. Same shape as `log_prob`.
   """
-  return exp_clamped(masked_log_ratio(log_prob, old_log_prob, mask), max_log_ratio)
+  check_same_shape("token_ratio", log_prob=log_prob, old_log_prob=old_log_prob)
+  m = _bool_mask("token_ratio", mask, jnp.shape(log_prob))
+  if m is not None:
+    log_prob, old_log_prob = jnp.where(m, log_prob, 0.0), jnp.where(m, old_log_prob, 0.0)
+  return clamped_ratio(log_prob, old_log_prob, max_log_ratio)
 
 
 def sequence_ratio(log_prob: Array, old_log_prob: Array, mask: Array,
@@ -201,6 +233,7 @@ def ratio(log_prob: Array, old_log_prob: Array, mask: Array | None = None, *,
     advantage, log_clip_low, log_clip_high: GMPO's per-token clip ("geometric_mean" only).
     max_log_ratio: overflow clamp of the log-ratio (straight-through).
   """
+  check_max_log_ratio("ratio", max_log_ratio)
   if granularity not in GRANULARITIES:
     raise ValueError(f"ratio: granularity must be one of {GRANULARITIES}, got "
                      f"granularity={granularity!r}")

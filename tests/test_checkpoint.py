@@ -145,6 +145,17 @@ def test_missing_metadata_is_reported_as_corrupt(saved):
     ckpt.restore(d, make_state(), META)
 
 
+def test_corrupt_step_set_aside_is_invisible_and_can_be_saved_again(saved):
+  d, states = saved
+  assert ckpt.all_steps(d) == [2, 3]
+  assert ckpt.set_aside(d, 3) == os.path.join(d, "3.corrupt")
+  assert ckpt.all_steps(d) == [2] and ckpt.latest_step(d) == 2
+  with ckpt.Checkpointer(d, META, keep=2) as c:
+    c.save(3, states[3])
+  assert ckpt.all_steps(d) == [2, 3] and sorted(os.listdir(d)) == ["2", "3", "3.corrupt"]
+  assert ckpt.set_aside(d, 3) == os.path.join(d, "3.corrupt2")  # never overwrites
+
+
 def test_empty_directory_has_no_checkpoint(tmp_path):
   assert ckpt.latest_step(str(tmp_path / "nothing")) is None
   with pytest.raises(ckpt.CheckpointError, match="no checkpoint directory"):
@@ -185,8 +196,9 @@ def test_process_killed_during_save_resumes_from_previous_step(tmp_path):
   step, restored = ckpt.restore(d, make_state(), META)
   assert step == 1
   assert_same_state(restored, make_state(seed=1))
-  # a resumed run can save step 2 again over the leftovers
+  # a resumed run's writer removes the leftovers and can save step 2 again
   with ckpt.Checkpointer(d, META, keep=3) as c:
+    assert not [e for e in os.listdir(d) if "tmp" in e], os.listdir(d)
     c.save(2, make_state(seed=2))
   step, restored = ckpt.restore(d, make_state(), META)
   assert step == 2

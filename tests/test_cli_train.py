@@ -3,10 +3,14 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
 from rgpo_jax.cli import build_parser, main
+from rgpo_jax.training import cli as train_cli
 from rgpo_jax.training.cli import config_from_args
+from rgpo_jax.training.config import TrainConfig
+from rgpo_jax.training.io import last_finite_return
 
 TINY = ["--num-envs", "2", "--num-steps", "16", "--total-steps", "128", "--update-epochs", "1",
         "--num-minibatches", "2", "--hidden", "16", "--no-progress", "--no-cpu-devices"]
@@ -22,10 +26,14 @@ def run_dir(tmp_path_factory):
 
 def test_train_writes_config_metrics_summary(run_dir):
   assert sorted(os.listdir(run_dir)) == ["checkpoints", "config.json", "metrics.jsonl",
-                                         "summary.json"]
+                                         "plots", "summary.json"]
+  with open(os.path.join(run_dir, "plots", "episode_return.png"), "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"  # the learning curve, written at the end
   config = json.load(open(os.path.join(run_dir, "config.json")))
   assert config["config"]["algo"] == "rgpo" and config["grid"] == {"k": [2.0, 4.0]}
   assert config["seeds"] == 2
+  assert config["run"] == {"checkpoint_every": 0, "checkpoint_minutes": 5.0,
+                           "keep_checkpoints": 3, "data_parallel": None, "cpu_devices": False}
   lines = [json.loads(l) for l in open(os.path.join(run_dir, "metrics.jsonl"))]
   assert len(lines) == 2 * 2 * 4  # settings × seeds × updates
   assert {(l["hparams"]["k"], l["seed"]) for l in lines} == {(2.0, 0), (2.0, 1), (4.0, 0),
@@ -68,6 +76,15 @@ def test_existing_run_is_never_overwritten(run_dir, capsys, snapshot):
     (["--algo", "ppo", "--epsilon", "1.5"], "epsilon must be in (0, 1)"),
     (["--algo", "truncated", "--low", "3", "--high", "2"], "low must be < high"),
     (["--algo", "ppo", "--k", "2,4"], "k is not a parameter of algo 'ppo'"),
+    (["--algo", "ppo", "--k", "8"], "k is not a parameter of algo 'ppo' (its gate parameters: "
+                                    "epsilon)"),
+    (["--algo", "rgpo", "--epsilon", "0.1"], "epsilon is not a parameter of algo 'rgpo'"),
+    (["--env-kwarg", "foo=1"], "--env-kwarg foo=1: not accepted by env 'CartPole-v1'"),
+    (["--env-kwarg", "max_episode_steps=abc"], "--env-kwarg max_episode_steps=abc: not "
+                                               "accepted by env 'CartPole-v1'"),
+    (["--checkpoint-minutes", "-1"], "checkpoint_minutes must be a number >= 0"),
+    (["--keep-checkpoints", "0"], "keep_checkpoints must be an integer >= 1"),
+    (["--checkpoint-every", "-3"], "checkpoint_every must be an integer >= 0"),
     (["--gamma", "1.2"], "gamma must be in [0, 1], got gamma=1.2"),
     (["--lr", "0"], "lr must be > 0"),
     (["--seeds", "0"], "--seeds must be a positive integer, got 0"),
@@ -88,8 +105,12 @@ def test_help_explains_every_flag(capsys):
   text = capsys.readouterr().out
   for flag in ("--env", "--algo", "--k", "--epsilon", "--tau", "--num-envs", "--num-steps",
                "--update-epochs", "--num-minibatches", "--lr", "--anneal-lr", "--ent-coef",
-               "--seeds", "--out", "--total-steps", "--normalize-obs", "--kl-spike-threshold"):
+               "--seeds", "--out", "--total-steps", "--normalize-obs", "--kl-spike-threshold",
+               "--checkpoint-every", "--checkpoint-minutes", "--keep-checkpoints", "--resume"):
     assert flag in text, flag
+  flat = "".join(text.split())  # help lines wrap anywhere
+  assert "Default:anewfolderruns/ENV-ALGO-YYYYmmdd-HHMMSS" in flat
+  assert "(default:5.0)" in flat and "onCtrl-C" in flat and "status130" in flat
 
 
 def test_defaults_are_rgpo_on_cartpole():
@@ -104,3 +125,88 @@ def test_defaults_are_rgpo_on_cartpole():
   config, grid = config_from_args(args)
   assert config.kl_spike_threshold == 0.05 and config.total_steps == 100_000
   assert grid == {"lr": [1e-3, 3e-3]} and config.anneal_lr is False
+
+
+def _fake_run(folder, **changes):
+  """A run folder as `rgpo train` leaves it before its first checkpoint (no compile needed)."""
+  os.makedirs(folder)
+  config = TrainConfig(**changes).to_dict()
+  with open(os.path.join(folder, "config.json"), "w") as f:
+    json.dump({"config": config, "grid": {}, "seeds": 2, "seed": 0}, f)
+  open(os.path.join(folder, "metrics.jsonl"), "w").close()
+  return folder
+
+
+def test_resume_with_changed_settings_is_refused_naming_each(tmp_path, capsys, snapshot):
+  run = _fake_run(str(tmp_path / "run"))
+  before = snapshot(run)
+  argv = ["train", "--resume", run, "--no-progress", "--no-cpu-devices"]
+  assert main(argv + ["--lr", "1e-3", "--algo", "ppo", "--seeds", "3",
+                      "--hidden", "16"]) == 2
+  err = capsys.readouterr().err
+  assert "continues the run with its own settings, but these flags differ" in err
+  for part in ("--lr 0.001 (the run has 0.00025)", "--algo ppo (the run has rgpo)",
+               "--seeds 3 (the run has 2)", "--hidden 16 (the run has 64,64)"):
+    assert part in err, err
+  assert main(argv + ["--k", "4,8"]) == 2  # a sweep where the run had one value
+  assert "--k 4,8 (the run has 4)" in capsys.readouterr().err
+  assert main(argv + ["--out", str(tmp_path / "other")]) == 2
+  assert "drop --out" in capsys.readouterr().err
+  assert snapshot(run) == before
+
+
+def test_unfinished_run_folder_names_the_command_that_continues_it(tmp_path, capsys, snapshot):
+  run = _fake_run(str(tmp_path / "run"))
+  before = snapshot(run)
+  assert main(["train", "--out", run, "--no-progress", "--no-cpu-devices"]) == 2
+  err = " ".join(capsys.readouterr().err.split())
+  assert "already holds a run" in err
+  assert "it stopped before its first checkpoint, so it restarts from update 0" in err
+  assert f"continue it with `rgpo train --resume {run}`" in err
+  assert snapshot(run) == before
+
+
+def test_default_out_folder_is_new_and_named_from_env_algo_time(tmp_path, monkeypatch):
+  monkeypatch.setattr(train_cli.time, "strftime", lambda fmt: "20261123-120000")
+  base = str(tmp_path / "runs")
+  config = TrainConfig(env="brax:ant", algo="ppo")
+  first = train_cli.default_out_dir(config, base)
+  assert first == os.path.join(base, "brax-ant-ppo-20261123-120000")
+  os.makedirs(first)
+  assert train_cli.default_out_dir(config, base) == first + "-2"  # no collision
+
+
+def test_total_steps_not_a_multiple_of_the_batch_is_said():
+  note = train_cli.total_steps_note(TrainConfig())
+  assert note == ("note: --total-steps 500000 is not a multiple of the batch 512 (--num-envs × "
+                  "--num-steps); training 976 updates = 499712 env steps per run")
+  assert train_cli.total_steps_note(TrainConfig(total_steps=1024)) is None
+
+
+def test_progress_shows_last_finite_return_never_nan():
+  chunk = np.array([[np.nan, 10.0, np.nan], [np.nan, np.nan, np.nan], [1.0, 2.0, 4.0]])
+  assert last_finite_return(chunk) == 7.0  # runs 0 and 2: 10 and 4; run 1 has no episode
+  assert last_finite_return(np.full((2, 3), np.nan)) is None  # the bar keeps its last value
+
+
+def test_run_control_flags_are_restored_and_explicit_ones_replace_them():
+  args = build_parser().parse_args(["train", "--resume", "x", "--keep-checkpoints", "5"])
+  stored = {"checkpoint_every": 50, "checkpoint_minutes": 1.0, "keep_checkpoints": 2,
+            "data_parallel": None, "cpu_devices": False}
+  control = train_cli._run_control(args, stored)  # pylint: disable=protected-access
+  assert control.to_dict() == dict(stored, keep_checkpoints=5)
+
+
+def test_host_loop_functions_are_at_most_80_lines():
+  import ast  # pylint: disable=import-outside-toplevel
+  root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "rgpo_jax",
+                      "training")
+  long = {}
+  for name in ("io", "cli", "checkpoint", "resume", "plot"):
+    path = os.path.join(root, name + ".py")
+    with open(path) as f:
+      for node in ast.walk(ast.parse(f.read())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+          if node.end_lineno - node.lineno + 1 > 80:
+            long[f"{name}.py:{node.lineno} {node.name}"] = node.end_lineno - node.lineno + 1
+  assert long == {}

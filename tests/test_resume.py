@@ -1,6 +1,11 @@
 """`rgpo train --resume`: a run stopped after a checkpoint and resumed ends bit-identical to an
-uninterrupted run; mismatched checkpoints are refused touching nothing; Brax flags/defaults."""
+uninterrupted run, also when its newest checkpoint is corrupt (fallback to the one before) or
+when it stopped before its first checkpoint (restart from update 0); mismatched checkpoints are
+refused touching nothing; run-control flags are restored; Brax flags/defaults."""
 
+import contextlib
+import glob
+import io
 import json
 import os
 import shutil
@@ -45,6 +50,33 @@ _CACHE_CONFIG = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_
                  "jax_persistent_cache_min_entry_size_bytes")
 
 
+def _corrupt_step(run, step):
+  """Flips bytes in every data file of a checkpoint step (tensorstore then fails its CRC)."""
+  state = os.path.join(run, "checkpoints", str(step), "state")
+  for path in glob.glob(os.path.join(state, "**", "d", "*"), recursive=True):
+    with open(path, "r+b") as fh:
+      data = bytearray(fh.read())
+      mid = len(data) // 2
+      data[mid:mid + 8] = bytes(255 - b for b in data[mid:mid + 8])
+      fh.seek(0)
+      fh.write(data)
+
+
+def _unfinished_copy(full, folder):
+  """A copy of the finished run `full` as it would be if stopped before writing summary.json."""
+  shutil.copytree(full, folder)
+  os.remove(os.path.join(folder, "summary.json"))
+  shutil.rmtree(os.path.join(folder, "plots"))
+  return folder
+
+
+def _resume_capturing(run):
+  out, err = io.StringIO(), io.StringIO()
+  with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    rc = cli.main(["train", "--resume", run, "--no-progress"])
+  return rc, out.getvalue(), err.getvalue()
+
+
 def _make_runs(base):
   full, stopped = str(base / "full"), str(base / "stopped")
   assert cli.main(TINY + ["--out", full]) == 0
@@ -66,11 +98,21 @@ def _make_runs(base):
   mismatched = str(base / "mismatched")
   shutil.copytree(stopped, mismatched)
   assert cli.main(["train", "--resume", stopped, "--no-progress"]) == 0
-  return full, stopped, mismatched
+  # Newest checkpoint (8) corrupt: falls back to 4.
+  corrupt = _unfinished_copy(full, str(base / "corrupt"))
+  _corrupt_step(corrupt, 8)
+  corrupt_output = _resume_capturing(corrupt)
+  # Stopped before its first checkpoint, with an interrupted save's tmp folder left behind.
+  fresh = _unfinished_copy(full, str(base / "fresh"))
+  shutil.rmtree(os.path.join(fresh, "checkpoints"))
+  os.makedirs(os.path.join(fresh, "checkpoints", "4.orbax-checkpoint-tmp-1700000000", "state"))
+  fresh_output = _resume_capturing(fresh)
+  return {"full": full, "stopped": stopped, "mismatched": mismatched, "corrupt": corrupt,
+          "corrupt_output": corrupt_output, "fresh": fresh, "fresh_output": fresh_output}
 
 
 def test_resumed_run_ends_with_identical_params_checksum(runs):
-  full, stopped, _ = runs
+  full, stopped = runs["full"], runs["stopped"]
   a, b = _summary(full), _summary(stopped)
   assert b["resumed_from_update"] == 4 and a["resumed_from_update"] is None
   assert a["params_checksum"] == b["params_checksum"]
@@ -79,7 +121,7 @@ def test_resumed_run_ends_with_identical_params_checksum(runs):
 
 
 def test_resumed_metrics_equal_uninterrupted_metrics(runs):
-  full, stopped, _ = runs
+  full, stopped = runs["full"], runs["stopped"]
   with open(os.path.join(full, "metrics.jsonl")) as f:
     a = [json.loads(line) for line in f]
   with open(os.path.join(stopped, "metrics.jsonl")) as f:
@@ -89,14 +131,49 @@ def test_resumed_metrics_equal_uninterrupted_metrics(runs):
   assert _summary(full)["final_return_per_run"] == _summary(stopped)["final_return_per_run"]
 
 
+def test_run_control_flags_are_restored_on_resume(runs):
+  with open(os.path.join(runs["stopped"], "config.json")) as f:
+    assert json.load(f)["run"]["checkpoint_every"] == 4  # not the flag's default, 0
+  assert sorted(e for e in os.listdir(os.path.join(runs["stopped"], "checkpoints"))) == [
+      "4", "8"]
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_one_before(runs):
+  full, corrupt = runs["full"], runs["corrupt"]
+  rc, out, err = runs["corrupt_output"]
+  assert rc == 0, err
+  ckpts = os.path.join(os.path.abspath(corrupt), "checkpoints")
+  warning = (f"warning: checkpoint {ckpts}/8 is corrupt; using the newest good one, "
+             f"{ckpts}/4")
+  assert [l for l in out.splitlines() if "is corrupt" in l] == [warning]
+  assert "resuming " + corrupt + " from update 4 of 8" in out
+  assert "Traceback" not in err and "Event loop is closed" not in err, err
+  assert _summary(corrupt)["params_checksum"] == _summary(full)["params_checksum"]
+  assert sorted(os.listdir(ckpts)) == ["4", "8", "8.corrupt"]  # set aside, then saved anew
+  with open(os.path.join(full, "metrics.jsonl")) as f, \
+      open(os.path.join(corrupt, "metrics.jsonl")) as g:
+    assert f.read() == g.read()
+
+
+def test_run_stopped_before_its_first_checkpoint_restarts_from_scratch(runs):
+  full, fresh = runs["full"], runs["fresh"]
+  rc, out, err = runs["fresh_output"]
+  assert rc == 0, err
+  assert f"{fresh} has no complete checkpoint (it stopped before its first one): restarting " \
+         f"it from update 0 with its own settings" in out
+  assert _summary(fresh)["params_checksum"] == _summary(full)["params_checksum"]
+  assert _summary(fresh)["resumed_from_update"] == 0
+  assert sorted(os.listdir(os.path.join(fresh, "checkpoints"))) == ["4", "8"]  # tmp removed
+
+
 def test_finished_run_cannot_be_resumed(runs, capsys):
-  full, _, _ = runs
+  full = runs["full"]
   assert cli.main(["train", "--resume", full, "--no-progress"]) == 2
   assert "already finished" in capsys.readouterr().err
 
 
 def test_checkpoint_of_another_network_is_refused_touching_nothing(runs, capsys, snapshot):
-  _, _, mismatched = runs
+  mismatched = runs["mismatched"]
   path = os.path.join(mismatched, "config.json")
   with open(path) as f:
     run_config = json.load(f)
@@ -111,11 +188,16 @@ def test_checkpoint_of_another_network_is_refused_touching_nothing(runs, capsys,
   assert snapshot(mismatched) == before
 
 
-def test_evaluate_reports_final_checkpoint(runs, capsys):
-  full, _, _ = runs
+def test_evaluate_reports_final_checkpoint_and_writes_eval_json(runs, capsys):
+  full = runs["full"]
   assert cli.main(["evaluate", full, "--episodes", "2"]) == 0
   out = capsys.readouterr().out
   assert "checkpoint at update 8 of 8" in out and "over 2 run(s) × 2 episodes" in out
+  with open(os.path.join(full, "eval.json")) as f:
+    result = json.load(f)
+  assert f"wrote {os.path.join(full, 'eval.json')}" in out
+  assert result["checkpoint_update"] == 8 and len(result["deterministic_return_per_run"]) == 2
+  assert f"deterministic-policy return {result['deterministic_return_mean']:.1f}" in out
 
 
 def test_evaluate_without_checkpoint_fails_clearly(tmp_path, capsys):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from rgpo_jax.training import METRICS, TrainConfig, Trainer, hparams_from_config, make_train
-from rgpo_jax.training.config import auto_chunk_size
+from rgpo_jax.training.config import ALGOS, auto_chunk_size
 from rgpo_jax.training.io import final_returns
 from rgpo_jax.training.sweep import Sweep
 from rgpo_jax.training.train import Transition, bootstrap_advantages, minibatch_permutations
@@ -64,6 +64,22 @@ def test_make_train_jit_vmap_shapes(tiny_vmapped):
   assert abs(float(metrics["gate_mean"][0, 0]) - 0.5) < 0.05
   # Two seeds differ.
   assert not np.allclose(np.asarray(metrics["value_loss"][0]), np.asarray(metrics["value_loss"][1]))
+
+
+# A non-default value per gate parameter, exact in float32.
+_OTHER_VALUE = {"k": 8.0, "epsilon": 0.25, "tau": 3.0, "tau_neg": 2.5, "low": 0.25, "high": 3.0}
+
+
+@pytest.mark.parametrize("algo", sorted(ALGOS))
+def test_every_algo_parameter_reaches_the_gate(algo):
+  # Each parameter an algo declares (what --k, --tau, ... accept and sweep) must reach the traced
+  # gate parameters; rgpo_pessimistic once ran k = 4 whatever --k said.
+  base = TrainConfig(algo=algo)
+  for field in ALGOS[algo][1]:
+    value = _OTHER_VALUE[field]
+    assert value != getattr(base, field)
+    gate = hparams_from_config(base.replace(**{field: value})).gate
+    assert value in [float(v) for v in gate.values()], (algo, field, gate)
 
 
 # RGPO runs in the fixture above; the gate library's own tests cover every family's math. Here:

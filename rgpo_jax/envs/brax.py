@@ -34,7 +34,10 @@ PPO settings (Freeman et al. 2021, arXiv 2106.13281; brax/training/learner confi
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
+import sys
 from typing import Any, Literal, NamedTuple
 
 import jax
@@ -65,9 +68,34 @@ class BraxEnvState(NamedTuple):
   episode_return: Array
 
 
+# mujoco.mjx (imported by brax) prints these two lines when the optional GPU package `warp` is
+# absent; they say nothing about our environments, so importing brax drops exactly them.
+_WARP_NOISE = ("Failed to import warp:", "Failed to import mujoco_warp:")
+
+
+def _brax_envs():
+  """`brax.envs`, imported without mujoco's "Failed to import warp" lines on stdout."""
+  if "brax.envs" in sys.modules:
+    return sys.modules["brax.envs"]
+  captured = io.StringIO()
+  try:
+    with contextlib.redirect_stdout(captured):
+      from brax import envs as brax_envs  # pylint: disable=import-outside-toplevel
+  except ModuleNotFoundError as e:
+    if e.name and e.name.split(".")[0] in ("brax", "mujoco"):
+      raise ValueError(f"Brax environments (--env brax:NAME) need the 'brax' extra (module "
+                       f"{e.name!r} is not installed): pip install 'rgpo_jax[brax]'") from None
+    raise
+  finally:
+    kept = [l for l in captured.getvalue().splitlines(keepends=True)
+            if not l.startswith(_WARP_NOISE)]
+    sys.stdout.write("".join(kept))
+  return brax_envs
+
+
 def available_envs() -> tuple[str, ...]:
   """Names of the registered Brax environments (`brax.envs`), sorted."""
-  from brax import envs as brax_envs  # pylint: disable=import-outside-toplevel
+  brax_envs = _brax_envs()
   return tuple(sorted(brax_envs._envs))  # pylint: disable=protected-access
 
 
@@ -123,8 +151,7 @@ def make_brax_env(name: str,
     ValueError: unknown name or backend, or a non-positive episode_length / action_repeat.
   """
   validate_brax_args(name, backend, episode_length, action_repeat)
-  from brax import envs as brax_envs  # pylint: disable=import-outside-toplevel
-  env = brax_envs.get_environment(name, backend=backend, **kwargs)
+  env = _brax_envs().get_environment(name, backend=backend, **kwargs)
   obs_size = env.observation_size
   if not isinstance(obs_size, int):
     raise ValueError(f"Brax environment {name!r} has a dict observation {obs_size!r}; only "

@@ -15,13 +15,16 @@ Safety, as needed for long runs on preemptible machines:
 * **Atomic saves.** Orbax writes a step into `<step>.orbax-checkpoint-tmp-*` and renames it to
   `<step>` only when every file is written (then `commit_success.txt`). A process killed during a
   save leaves only the tmp directory, which `latest_step` ignores: the previous step is what a
-  resume restores (tested by killing a process inside orbax's finalize).
+  resume restores (tested by killing a process inside orbax's finalize). A `Checkpointer`
+  (the one writer of its directory) deletes such stale tmp directories when it opens.
 * **Keep the last K** (`keep`): older steps are deleted after each successful save.
 * **Refuse, touching nothing.** `restore` reads only; before any array is loaded it compares the
   stored metadata and signature with this run's and raises `CheckpointMismatchError` naming every
   field, path, shape or dtype that differs (other env, other network ...). A step whose files
   cannot be read or whose restored arrays do not match the stored checksum raises
-  `CheckpointCorruptError` naming the step directory. Neither deletes, repairs or falls back.
+  `CheckpointCorruptError` naming the step directory. Neither deletes, repairs or falls back
+  (falling back to an older step is the caller's choice: `resume.restore_latest_good`;
+  `set_aside` renames a corrupt step out of the way).
 
 Multi-host: call `save` on every process with a host-local state (e.g. the replica-0 copy of a
 pmapped state); orbax writes from the primary process and synchronises the others.
@@ -34,6 +37,8 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import sys
 from typing import Any, Mapping
 
 import jax
@@ -152,16 +157,52 @@ def _listing(diffs: list[str]) -> str:
 # Saving.
 # ------------------------------------------------------------------------------------------
 
+TMP_MARKER = ".orbax-checkpoint-tmp"
+
+
+def _is_closed_loop_noise(unraisable) -> bool:
+  return (isinstance(unraisable.exc_value, RuntimeError)
+          and "Event loop is closed" in str(unraisable.exc_value))
+
+
 @contextlib.contextmanager
 def _quiet_orbax():
-  """Silences orbax's absl warnings (e.g. 'directory is read only' for our read-only restores)."""
+  """Silences orbax's absl warnings (e.g. 'directory is read only' for our read-only restores)
+  and the "Event loop is closed" RuntimeErrors that tensorstore's callbacks report (as
+  unraisable exceptions) after orbax has already raised a read error of its own."""
   logger = logging.getLogger("absl")
   level = logger.level
   logger.setLevel(logging.ERROR)
+  hook = sys.unraisablehook
+  sys.unraisablehook = lambda u: None if _is_closed_loop_noise(u) else hook(u)
   try:
     yield
   finally:
     logger.setLevel(level)
+    sys.unraisablehook = hook
+
+
+def remove_stale_tmp(directory: str) -> list[str]:
+  """Deletes the `<step>.orbax-checkpoint-tmp*` folders that interrupted saves left in
+  `directory` (only its writer may call this). Returns the deleted names."""
+  if not os.path.isdir(directory):
+    return []
+  stale = sorted(e for e in os.listdir(directory) if TMP_MARKER in e)
+  for name in stale:
+    shutil.rmtree(os.path.join(directory, name), ignore_errors=True)
+  return stale
+
+
+def set_aside(directory: str, step: int) -> str:
+  """Renames step `step` of `directory` to `<step>.corrupt` (kept for inspection, invisible
+  to orbax) so that a resumed run can save that step again. Returns the new path."""
+  src = os.path.join(directory, str(step))
+  dst, n = src + ".corrupt", 1
+  while os.path.exists(dst):
+    n += 1
+    dst = f"{src}.corrupt{n}"
+  os.rename(src, dst)
+  return dst
 
 
 def _manager(directory: str, keep: int | None, read_only: bool):
@@ -195,6 +236,7 @@ class Checkpointer:
     self.directory = os.path.abspath(directory)
     self.metadata = _jsonable(dict(metadata))
     self.keep = keep
+    remove_stale_tmp(self.directory)
     self._mngr = _manager(self.directory, keep, read_only=False)
 
   def save(self, step: int, state: Any) -> None:
@@ -203,9 +245,10 @@ class Checkpointer:
     host_state = jax.tree.map(_host_leaf, state)
     meta = dict(format=FORMAT, step=int(step), metadata=self.metadata,
                 signature=tree_signature(state), checksum=tree_checksum(state))
-    self._mngr.save(int(step), args=ocp.args.Composite(
-        state=ocp.args.StandardSave(host_state), meta=ocp.args.JsonSave(meta)), force=True)
-    self._mngr.wait_until_finished()
+    with _quiet_orbax():
+      self._mngr.save(int(step), args=ocp.args.Composite(
+          state=ocp.args.StandardSave(host_state), meta=ocp.args.JsonSave(meta)), force=True)
+      self._mngr.wait_until_finished()
 
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
@@ -234,6 +277,17 @@ def latest_step(directory: str) -> int | None:
   mngr = _manager(directory, None, read_only=True)
   try:
     return mngr.latest_step()
+  finally:
+    mngr.close()
+
+
+def all_steps(directory: str) -> list[int]:
+  """The complete steps in `directory`, ascending (interrupted saves ignored); [] if none."""
+  if not os.path.isdir(directory):
+    return []
+  mngr = _manager(directory, None, read_only=True)
+  try:
+    return sorted(int(s) for s in mngr.all_steps())
   finally:
     mngr.close()
 

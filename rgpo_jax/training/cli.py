@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
+import time
 from typing import Any
 
 from rgpo_jax.cli import HelpFormatter
@@ -146,45 +148,227 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, dict[str, l
   return TrainConfig(**values), grid
 
 
-def _train(args: argparse.Namespace) -> int:
-  from rgpo_jax.training.io import run_training
+# ---------------------------------------------------------------------------------------------
+# `rgpo train`: a new run or a resumed one.
+
+SEED_FLAGS = ("seeds", "seed")
+RUN_CONTROL_FLAGS = ("checkpoint_every", "checkpoint_minutes", "keep_checkpoints",
+                     "data_parallel", "cpu_devices")
+INTERRUPTED_EXIT = 130  # 128 + SIGINT, the shell's code for a Ctrl-C'd command
+
+
+@dataclasses.dataclass
+class TrainPlan:
+  """What `rgpo train` runs: settings, folder, run control."""
+
+  config: TrainConfig
+  grid: dict[str, list[float]]
+  seeds: int
+  seed: int
+  out: str
+  resume: bool
+  control: Any  # io.RunControl
+
+
+def _gate_param_fields() -> set[str]:
+  return {p for _, params in ALGOS.values() for p in params}
+
+
+def check_algo_params(config: TrainConfig, explicit: set[str]) -> None:
+  """Refuse a gate parameter given on the command line that the chosen algo does not use
+  (the same message as for a swept one, see `sweep.check_grid`)."""
+  algo_fields = ALGOS.get(config.algo, (None, ()))[1]
+  for name in sorted((explicit & _gate_param_fields()) - set(algo_fields)):
+    raise ValueError(f"{name} is not a parameter of algo {config.algo!r} (its gate parameters: "
+                     f"{', '.join(algo_fields) or 'none'})")
+
+
+def default_out_dir(config: TrainConfig, base: str = "runs") -> str:
+  """A new folder name under `base` from env, algo and local time, e.g.
+  runs/CartPole-v1-rgpo-20261123-141503 (-2, -3 ... appended if taken)."""
+  env = "".join(c if c.isalnum() or c in "-_." else "-" for c in config.env)
+  stem = os.path.join(base, f"{env}-{config.algo}-{time.strftime('%Y%m%d-%H%M%S')}")
+  out, n = stem, 1
+  while os.path.exists(out):
+    n += 1
+    out = f"{stem}-{n}"
+  return out
+
+
+def _comparable(value: Any) -> Any:
+  if isinstance(value, (tuple, list)):
+    return [_comparable(v) for v in value]
+  if isinstance(value, dict):
+    return {k: _comparable(v) for k, v in sorted(value.items())}
+  if isinstance(value, (int, float)) and not isinstance(value, bool):
+    return float(value)
+  return value
+
+
+def _shown(value: Any) -> str:
+  if isinstance(value, list):
+    return ",".join(_shown(v) for v in value)
+  if isinstance(value, dict):
+    return ",".join(f"{k}={_shown(v)}" for k, v in value.items())
+  return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def changed_settings(args: argparse.Namespace, run_config: dict[str, Any]) -> list[str]:
+  """'--flag NEW (the run has OLD)' for every training setting given on the command line of
+  `--resume` whose value differs from the run's own (config fields, sweeps, seeds, Brax)."""
+  explicit = getattr(args, "_explicit", set())
+  given, given_grid = config_from_args(args)
+  run_cfg = TrainConfig.from_dict(run_config["config"])
+  run_grid = run_config.get("grid") or {}
+  pairs = []
+  for field in dataclasses.fields(TrainConfig):
+    if field.name in explicit:
+      new = given_grid.get(field.name, getattr(given, field.name))
+      old = run_grid.get(field.name, getattr(run_cfg, field.name))
+      if field.name == "env_kwargs":
+        new, old = dict(new), dict(old)
+      pairs.append((field.name, new, old))
+  for name in SEED_FLAGS:
+    if name in explicit:
+      pairs.append((name, getattr(args, name), run_config.get(name)))
+  for name in BRAX_FLAGS:
+    if name in explicit:
+      pairs.append((name, getattr(args, name), dict(run_cfg.env_kwargs).get(name)))
+  return [f"{_flag(name)} {_shown(_comparable(new))} (the run has {_shown(_comparable(old))})"
+          for name, new, old in pairs if _comparable(new) != _comparable(old)]
+
+
+def _run_control(args: argparse.Namespace, stored: dict[str, Any] | None = None):
+  """The run-control settings: `stored` (a resumed run's) with the flags given explicitly on
+  this command line replacing them; a new run takes the flags."""
+  from rgpo_jax.training.io import RunControl  # pylint: disable=import-outside-toplevel
+  explicit = getattr(args, "_explicit", set())
+  values = RunControl.from_dict(stored).to_dict() if stored is not None else {}
+  for name in RUN_CONTROL_FLAGS:
+    if stored is None or name in explicit:
+      values[name] = getattr(args, name)
+  return RunControl(**values)
+
+
+def _new_run_plan(args: argparse.Namespace) -> TrainPlan:
+  config, grid = config_from_args(args)
+  config = apply_env_family_defaults(config, getattr(args, "_explicit", set()))
+  config = apply_brax_flags(config, args)
+  check_algo_params(config, getattr(args, "_explicit", set()))
+  out = args.out if args.out is not None else default_out_dir(config)
+  return TrainPlan(config, grid, args.seeds, args.seed, out, False, _run_control(args))
+
+
+def _resume_plan(args: argparse.Namespace) -> TrainPlan:
+  from rgpo_jax.training.resume import load_run_config  # pylint: disable=import-outside-toplevel
+  if args.out is not None:
+    raise ValueError(f"--resume {args.resume} continues the run in its own folder; drop "
+                     f"--out {args.out}")
+  run_config = load_run_config(args.resume)
+  changed = changed_settings(args, run_config)
+  if changed:
+    raise ValueError(f"--resume {args.resume} continues the run with its own settings, but "
+                     f"these flags differ: {'; '.join(changed)}. Start a new run (--out) to "
+                     f"train with other settings")
+  config = TrainConfig.from_dict(run_config["config"])
+  return TrainPlan(config, run_config.get("grid") or {}, int(run_config["seeds"]),
+                   int(run_config["seed"]), args.resume, True,
+                   _run_control(args, run_config.get("run") or {}))
+
+
+def check_env_kwargs(config: TrainConfig, items: list[str]) -> None:
+  """Build the env once if --env-kwarg was given, so that a keyword the env does not take or a
+  bad value is an error naming the flag (not a TypeError from deep inside)."""
+  if not items:
+    return
+  from rgpo_jax.envs import make_env  # pylint: disable=import-outside-toplevel
   try:
-    if args.resume is not None:
-      from rgpo_jax.training.resume import load_run_config
-      run_config = load_run_config(args.resume)
-      config = TrainConfig.from_dict(run_config["config"])
-      grid, seeds, seed = run_config.get("grid") or {}, int(run_config["seeds"]), \
-          int(run_config["seed"])
-      out, resume = args.resume, True
-    else:
-      config, grid = config_from_args(args)
-      config = apply_env_family_defaults(config, getattr(args, "_explicit", set()))
-      config = apply_brax_flags(config, args)
-      seeds, seed, out, resume = args.seeds, args.seed, args.out, False
-    if seeds <= 0:
-      raise ValueError(f"--seeds must be a positive integer, got {seeds}")
-    if args.data_parallel is not None and args.data_parallel < 1:
-      raise ValueError(f"--data-parallel must be a positive integer, got {args.data_parallel}")
-    if args.cpu_devices:  # before anything starts JAX's backend
-      from rgpo_jax.training.sweep import expand_grid, use_host_devices
-      use_host_devices(len(expand_grid(grid)) * seeds)
-    config.validate()
-    summary = run_training(config, grid, num_seeds=seeds, seed=seed, out=out,
-                           progress=not args.no_progress, checkpoint_every=args.checkpoint_every,
-                           keep_checkpoints=args.keep_checkpoints, resume=resume,
-                           data_parallel=args.data_parallel)
+    make_env(config.env, **dict(config.env_kwargs))
+  except (TypeError, ValueError) as e:
+    given = " ".join(f"--env-kwarg {i}" for i in items)
+    raise ValueError(f"{given}: not accepted by env {config.env!r} ({e})") from None
+
+
+def total_steps_note(config: TrainConfig) -> str | None:
+  """The line saying how many steps are trained when total_steps is not a multiple of the
+  batch (training runs whole updates: total_steps // batch of them)."""
+  if config.total_steps % config.batch_size == 0:
+    return None
+  return (f"note: --total-steps {config.total_steps} is not a multiple of the batch "
+          f"{config.batch_size} (--num-envs × --num-steps); training {config.num_updates} "
+          f"updates = {config.num_updates * config.batch_size} env steps per run")
+
+
+def _prepare(args: argparse.Namespace) -> TrainPlan:
+  """The plan of this `rgpo train` call, validated before anything is compiled or written."""
+  plan = _resume_plan(args) if args.resume is not None else _new_run_plan(args)
+  if plan.seeds <= 0:
+    raise ValueError(f"--seeds must be a positive integer, got {plan.seeds}")
+  dp = plan.control.data_parallel
+  if dp is not None and dp < 1:
+    raise ValueError(f"--data-parallel must be a positive integer, got {dp}")
+  plan.control.validate()
+  if plan.control.cpu_devices:  # before anything starts JAX's backend
+    from rgpo_jax.training.sweep import expand_grid, use_host_devices  # pylint: disable=import-outside-toplevel
+    use_host_devices(len(expand_grid(plan.grid)) * plan.seeds)
+  plan.config.validate()
+  if not plan.resume:
+    check_env_kwargs(plan.config, args.env_kwargs)
+  return plan
+
+
+def _write_learning_curve(out: str) -> None:
+  from rgpo_jax.training.plot import plot_runs  # pylint: disable=import-outside-toplevel
+  try:
+    paths = plot_runs([out], metrics=("episode_return",))
+    print(f"learning curve: {', '.join(paths)}")
+  except Exception as e:  # pylint: disable=broad-except  # a plot never fails a finished run
+    print(f"rgpo train: warning: no learning-curve plot ({type(e).__name__}: {e})",
+          file=sys.stderr)
+
+
+def _report(summary: dict[str, Any], out: str) -> None:
+  ret, std = summary["final_return_mean"], summary["final_return_std"]
+  fmt = lambda x: "n/a" if x is None else f"{x:.1f}"
+  sps = summary["steps_per_second"]
+  print(f"final return {fmt(ret)} ± {fmt(std)} over {summary['num_runs']} run(s); "
+        f"KL spike rate {summary['kl_spike_rate']:.3f}; "
+        f"{0 if sps is None else sps:.0f} env steps/s (compile {summary['compile_seconds']:.1f} s,"
+        f" train {summary['train_seconds']:.1f} s)")
+  print(f"params checksum {summary['params_checksum']}")
+  print(f"wrote {out}/config.json, metrics.jsonl, summary.json, checkpoints/")
+
+
+def _train(args: argparse.Namespace) -> int:
+  from rgpo_jax.training.io import TrainingInterrupted, run_training  # pylint: disable=import-outside-toplevel
+  plan = None
+  try:
+    plan = _prepare(args)
+    note = total_steps_note(plan.config)
+    if note:
+      print(note, file=sys.stderr)
+    if not plan.resume:
+      print(f"run folder: {plan.out}")
+    summary = run_training(plan.config, plan.grid, num_seeds=plan.seeds, seed=plan.seed,
+                           out=plan.out, progress=not args.no_progress, control=plan.control,
+                           resume=plan.resume)
   except ValueError as e:
     print(f"rgpo train: error: {e}", file=sys.stderr)
     return 2
-  ret, std = summary["final_return_mean"], summary["final_return_std"]
-  fmt = lambda x: "n/a" if x is None else f"{x:.1f}"
-  print(f"final return {fmt(ret)} ± {fmt(std)} over {summary['num_runs']} run(s); "
-        f"KL spike rate {summary['kl_spike_rate']:.3f}; "
-        f"{summary['steps_per_second']:.0f} env steps/s (compile {summary['compile_seconds']:.1f} s,"
-        f" train {summary['train_seconds']:.1f} s)")
-  print(f"params checksum {summary['params_checksum']}")
-  if out:
-    print(f"wrote {out}/config.json, metrics.jsonl, summary.json, checkpoints/")
+  except TrainingInterrupted as e:
+    print(f"rgpo train: interrupted at update {e.update} of {e.num_updates}; checkpoint and "
+          f"metrics saved; resume with: rgpo train --resume {e.out}", file=sys.stderr)
+    return INTERRUPTED_EXIT
+  except KeyboardInterrupt:  # before the chunk loop (compiling) or a second Ctrl-C
+    if plan is not None and os.path.isfile(os.path.join(plan.out, "config.json")):
+      print(f"\nrgpo train: interrupted before a new checkpoint was written; resume from the "
+            f"last one (or from the start) with: rgpo train --resume {plan.out}",
+            file=sys.stderr)
+    else:
+      print("\nrgpo train: interrupted; nothing was written", file=sys.stderr)
+    return INTERRUPTED_EXIT
+  _report(summary, plan.out)
+  _write_learning_curve(plan.out)
   return 0
 
 
@@ -233,7 +417,10 @@ class _Explicit(argparse.Action):
 
 
 def _track_explicit(parser: argparse.ArgumentParser) -> None:
-  fields = {f.name for f in dataclasses.fields(TrainConfig)}
+  """Records in `args._explicit` which flags the user gave: every config field, the seeds,
+  the Brax flags and the run-control flags (resume compares or restores them)."""
+  fields = ({f.name for f in dataclasses.fields(TrainConfig)} | set(SEED_FLAGS)
+            | set(BRAX_FLAGS) | set(RUN_CONTROL_FLAGS))
   for i, action in enumerate(parser._actions):  # pylint: disable=protected-access
     if action.dest in fields:
       wrapped = _Explicit(action)
@@ -247,16 +434,30 @@ def _track_explicit(parser: argparse.ArgumentParser) -> None:
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
   """Checkpoint / resume and Brax flags of `rgpo train`."""
-  g = p.add_argument_group("checkpoints and resume")
+  from rgpo_jax.training.io import DEFAULT_CHECKPOINT_MINUTES  # pylint: disable=import-outside-toplevel
+  g = p.add_argument_group(
+      "checkpoints and resume",
+      "A checkpoint (the full training state, atomic) is written every --checkpoint-minutes "
+      "of training and every --checkpoint-every updates, at the end, and on Ctrl-C: the "
+      "first Ctrl-C finishes the current chunk of updates, saves, prints the command that "
+      "resumes the run and exits with status 130 (a second Ctrl-C stops at once). These "
+      "run-control flags are saved in config.json and restored by --resume, where giving "
+      "one again replaces it.")
   g.add_argument("--checkpoint-every", type=_int_arg, default=0, metavar="N",
-                 help="save the full training state every N updates (0: only at the end); "
-                      "saves are atomic, a run killed mid-save resumes from the previous one")
+                 help="also save every N updates (0: by time only); a run killed mid-save "
+                      "resumes from the previous checkpoint")
+  g.add_argument("--checkpoint-minutes", type=float, default=DEFAULT_CHECKPOINT_MINUTES,
+                 metavar="M", help="save after the first chunk that ends M minutes after the "
+                                   "previous save (0: off)")
   g.add_argument("--keep-checkpoints", type=_int_arg, default=3, metavar="K",
                  help="keep the last K checkpoints")
   g.add_argument("--resume", type=str, default=None, metavar="RUN",
-                 help="continue the stopped run in folder RUN from its latest good checkpoint, "
-                      "with RUN's own config.json (other config flags are ignored); ends with "
-                      "the same parameters as an uninterrupted run")
+                 help="continue the stopped run in folder RUN from its newest good "
+                      "checkpoint (a corrupt newer one is skipped with a warning; a run "
+                      "stopped before its first checkpoint restarts from update 0), with "
+                      "RUN's own config.json: a training flag given with a different value "
+                      "is refused, naming it. Ends with the same parameters as an "
+                      "uninterrupted run")
   b = p.add_argument_group(
       "Brax (--env brax:NAME, e.g. brax:ant, brax:halfcheetah, brax:hopper, brax:walker2d, "
       "brax:humanoid, brax:inverted_pendulum, brax:inverted_double_pendulum, brax:reacher); "
@@ -274,13 +475,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-  import json
-  from rgpo_jax.training.checkpoint import CheckpointError
-  from rgpo_jax.training.resume import evaluate_run
+  import json  # pylint: disable=import-outside-toplevel
+  from rgpo_jax.training.checkpoint import CheckpointError  # pylint: disable=import-outside-toplevel
+  from rgpo_jax.training.resume import evaluate_run  # pylint: disable=import-outside-toplevel
   try:
     if args.episodes <= 0:
       raise ValueError(f"--episodes must be a positive integer, got {args.episodes}")
-    result = evaluate_run(args.run, num_episodes=args.episodes, seed=args.seed)
+    result = evaluate_run(args.run, num_episodes=args.episodes, seed=args.seed,
+                          warn=lambda line: print(line, file=sys.stderr))
   except (ValueError, CheckpointError) as e:
     print(f"rgpo evaluate: error: {e}", file=sys.stderr)
     return 2
@@ -288,6 +490,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         f"{result['deterministic_return_std']:.1f} over {len(result['deterministic_return_per_run'])}"
         f" run(s) × {args.episodes} episodes (checkpoint at update "
         f"{result['checkpoint_update']} of {result['num_updates']})")
+  path = os.path.join(args.run, "eval.json")
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(result, f, indent=2)
+  os.replace(tmp, path)  # the newest evaluation replaces an earlier one
+  print(f"wrote {path}")
   if args.json:
     print(json.dumps(result, indent=2))
   return 0
@@ -296,9 +504,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 def add_evaluate_parser(subparsers) -> argparse.ArgumentParser:
   p = subparsers.add_parser(
       "evaluate", help="deterministic-policy returns of a trained run (from its checkpoint)",
-      description="Load the latest checkpoint of a run written by `rgpo train --out RUN` and "
+      description="Load the newest good checkpoint of a run written by `rgpo train` and "
                   "report the undiscounted returns of the deterministic policy (Gaussian mean, "
-                  "argmax for discrete actions) on fresh episodes, per run of the sweep.",
+                  "argmax for discrete actions) on fresh episodes, per run of the sweep. The "
+                  "result is also written to RUN/eval.json (replacing an earlier one).",
       formatter_class=HelpFormatter)
   p.add_argument("run", help="run folder (config.json + checkpoints/)")
   p.add_argument("--episodes", type=_int_arg, default=16, help="episodes per run")
@@ -331,8 +540,9 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
   p.add_argument("--seeds", type=_int_arg, default=1, help="seeds per hyperparameter setting")
   p.add_argument("--seed", type=_int_arg, default=0, help="base PRNG seed")
   p.add_argument("--out", type=str, default=None,
-                 help="output folder for config.json, metrics.jsonl, summary.json (must not "
-                      "hold another run)")
+                 help="run folder for config.json, metrics.jsonl, summary.json, checkpoints/ "
+                      "and plots/ (must not hold another run). Default: a new folder "
+                      "runs/ENV-ALGO-YYYYmmdd-HHMMSS, printed at the start")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.add_argument("--cpu-devices", action=argparse.BooleanOptionalAction, default=True,
                  help="CPU only: split the runs over forced host devices, up to one per core "
@@ -345,8 +555,8 @@ def add_train_parser(subparsers) -> argparse.ArgumentParser:
                       "accelerators the devices left after splitting the runs one per device, "
                       "on CPU 1")
   add_config_arguments(p)
-  _track_explicit(p)
   add_run_arguments(p)
+  _track_explicit(p)
   p.set_defaults(func=_train)
   return p
 

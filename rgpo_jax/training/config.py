@@ -29,6 +29,7 @@ ALGOS: dict[str, tuple[str, tuple[str, ...]]] = {
     "softsign": ("softsign", ("tau", "tau_neg")),
     "truncated": ("truncated", ("low", "high")),
     "rgpo_pessimistic": ("pessimistic_sigmoid", ("k",)),
+    "rgpo_sigmoid": ("sigmoid", ("k",)),
 }
 
 # Fields that a sweep may vary (traced in the compiled program).
@@ -144,7 +145,7 @@ class TrainConfig:
   def gate_params(self) -> dict[str, float]:
     """The gate family's keyword parameters for `gates.make` (family defaults filled in)."""
     family = self.gate_family
-    if family == "sigmoid":
+    if family in ("sigmoid", "pessimistic_sigmoid"):
       return {"k": self.k}
     if family == "ppo_clip":
       return {"epsilon": self.epsilon}

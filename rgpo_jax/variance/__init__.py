@@ -41,7 +41,8 @@ gradient, MSE crossover), `exact` (quadrature truth), `grid` (the Monte-Carlo gr
 `env_experiment`, `report` and `plots` drive `rgpo variance`.
 """
 
-from rgpo_jax.variance.estimators import default_estimators, mse_crossover, per_sample_gradient
+from rgpo_jax.variance.estimators import (ESTIMATOR_SETS, default_estimators, estimator_set,
+                                          mse_crossover, per_sample_gradient, variant_estimators)
 from rgpo_jax.variance.exact import ExactMoments, exact_moments, weight_sup
 from rgpo_jax.variance.grid import GridSummary, synthetic_grid
 from rgpo_jax.variance.laws import (LAW_FAMILIES, AdvantageModel, RatioLaw, default_laws,
@@ -52,7 +53,8 @@ from rgpo_jax.variance.policy import (GradientStatistics, PolicyBatch, RatioStat
 
 __all__ = [
     "LAW_FAMILIES", "AdvantageModel", "ExactMoments", "GradientStatistics", "GridSummary",
-    "PolicyBatch", "RatioLaw", "RatioStatistics", "default_estimators", "default_laws",
+    "ESTIMATOR_SETS", "PolicyBatch", "RatioLaw", "RatioStatistics", "default_estimators",
+    "estimator_set", "variant_estimators", "default_laws",
     "exact_moments", "gradient_statistics", "hill_tail_index", "lognormal", "lomax",
     "mse_crossover", "per_sample_gradient", "per_sample_policy_gradients", "ratio_statistics",
     "sample_advantage_and_score", "sample_ratios", "synthetic_grid", "weight_sup",

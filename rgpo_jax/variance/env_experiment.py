@@ -89,7 +89,7 @@ def run_env(args, out: str) -> int:
     drift_gate = gates_lib.make(args.drift_gate)
   except ValueError as e:
     raise SystemExit(f"rgpo variance: --drift-gate: {e}")
-  estimators = V.default_estimators()
+  estimators = V.estimator_set(getattr(args, "estimators", "default"))
   labels = [label for label, _ in estimators]
 
   config, params, final_return = train_policy(args.env, sizes.train_steps, args.seed)

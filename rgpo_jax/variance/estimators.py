@@ -10,6 +10,7 @@ import math
 
 import jax
 
+from rgpo_jax import detached
 from rgpo_jax import gates as gates_lib
 
 Array = jax.Array
@@ -38,6 +39,59 @@ def default_estimators() -> list[tuple[str, gates_lib.Gate]]:
       ("softsign(1)", gates_lib.softsign(1.0)),
       ("reinforce(w=1)", gates_lib.reinforce()),
   ]
+
+
+def variant_estimators() -> list[tuple[str, gates_lib.Gate]]:
+  """(label, gate) pairs of the LLM-stack policy-loss variants that are elementwise gates, with
+  IS, PPO-clip and RGPO (k = 4) for reference: dual-clip PPO (c = 3), CISPO in verl's two-sided
+  and TRL's absolute-cap forms, and RGPO's sigmoid weight detached (CISPO-style).
+
+  Not here: sequence-level ratios (GSPO, GMPO: their ratio is a mean over a sequence, not a
+  per-sample law), Clip-Cov / KL-Cov (batch statistics) and DPO's drift (its weight depends on
+  |Â|, while the exact moments assume a weight that depends on the sign of Â only)."""
+  return [
+      ("is", gates_lib.importance()),
+      ("ppo_clip(0.2)", gates_lib.ppo_clip(0.2)),
+      ("dual_clip(0.2,c=3)", gates_lib.dual_clip(0.2, c=3.0)),
+      ("cispo(0.2)", detached.cispo(0.2)),
+      ("cispo_cap(5)", detached.cispo_cap(5.0)),
+      ("sigmoid(k=4)", gates_lib.sigmoid(4.0)),
+      ("detached_sigmoid(k=4)", detached.detached(gates_lib.sigmoid(4.0))),
+  ]
+
+
+ESTIMATOR_SETS = ("default", "variants", "all")
+
+
+def _variant_gate(name: str) -> gates_lib.Gate:
+  from rgpo_jax import variants  # the registry imports losses; only needed here
+  if name == "is":
+    return gates_lib.importance()
+  variant = variants.VARIANTS.get(name)
+  if variant is None or variant.gate is None or variant.granularity != "token":
+    usable = sorted(n for n, v in variants.VARIANTS.items()
+                    if v.gate is not None and v.granularity == "token")
+    raise ValueError(f"estimators: {name!r} is not a variant with token ratios and a gate; "
+                     f"allowed: {', '.join(['is'] + usable)} (or one of {ESTIMATOR_SETS})")
+  return variants.make_gate(name)
+
+
+def estimator_set(name: str) -> list[tuple[str, gates_lib.Gate]]:
+  """The estimators of `rgpo variance --estimators NAME`: "default" (`default_estimators`),
+  "variants" (`variant_estimators`), "all" (both, each label once), or a comma list of
+  `rgpo_jax.variants` names with token ratios and a gate (e.g. "is,dual_clip,cispo,rgpo"; "is"
+  is IS), each with its default parameters."""
+  if name not in ESTIMATOR_SETS and isinstance(name, str) and name:
+    return [(n, _variant_gate(n)) for n in name.split(",")]
+  if name == "default":
+    return default_estimators()
+  if name == "variants":
+    return variant_estimators()
+  if name == "all":
+    merged = dict(default_estimators())
+    merged.update((label, gate) for label, gate in variant_estimators() if label not in merged)
+    return list(merged.items())
+  raise ValueError(f"estimators must be one of {ESTIMATOR_SETS}, got {name!r}")
 
 
 def mse_crossover(var_is: float, var_gate: float, bias_gate: float) -> float:

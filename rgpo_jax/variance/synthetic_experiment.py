@@ -35,7 +35,7 @@ def run_synthetic(args, out: str) -> int:
   n_max = n_values[-1]
   chunk = min(10_000, n_max)
   laws = V.default_laws()
-  estimators = V.default_estimators()
+  estimators = V.estimator_set(getattr(args, "estimators", "default"))
   labels = [name for name, _ in estimators]
   model = V.AdvantageModel()
 
