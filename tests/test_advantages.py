@@ -202,6 +202,9 @@ def test_pass_at_k_surrogate_weights_hard_prompts_more():
      "k must be an integer in [1, group size 4], got k=2.0"),
     (lambda: advantages.surrogate_advantages(jnp.zeros((2, 4)), "pass_at_k", k=np.int64(9)),
      "surrogate_advantages: k must be an integer in [1, group size 4], got k=9"),
+    (lambda: advantages.gpg_advantages(jnp.zeros((2, 4)), f_norm="2"),
+     "gpg_advantages: f_norm must be a number > 0 (finite), got f_norm='2' (str)"),
+    (lambda: advantages.gpg_advantages(jnp.zeros((2, 4)), f_norm=float("nan")), "got f_norm=nan"),
     (lambda: advantages.discounted_returns(jnp.zeros((2, 4)), gamma="1"),
      "discounted_returns: gamma must be a number in [0, 1], got gamma='1' (str)"),
 ])
