@@ -8,9 +8,11 @@ Three action distributions cover the trainer's needs:
   `entropy(key)` is the single-sample estimate H[N] + E[Σ log(1 − tanh(u)²)], and
   `entropy()` without a key returns the Gaussian entropy (the common, biased-but-smooth
   regulariser used by Brax's PPO for its entropy bonus).
-The entropy functions are also exposed on their own for use in users' losses. `sample` and
-`sample_and_log_prob` take the PRNG key positionally or as distrax's `seed=` keyword, and an
-optional `sample_shape` of leading sample axes.
+`Categorical` and `Gaussian` also have the exact `kl(other)` (TRPO's trust region; for the
+tanh-Gaussian, KL is invariant under the bijection tanh, so `Gaussian.kl` of the pre-tanh
+parameters is its KL too). The entropy and KL functions are also exposed on their own for use in
+users' losses. `sample` and `sample_and_log_prob` take the PRNG key positionally or as distrax's
+`seed=` keyword, and an optional `sample_shape` of leading sample axes.
 """
 
 from __future__ import annotations
@@ -45,6 +47,31 @@ def categorical_entropy(logits: Array) -> Array:
 def gaussian_entropy(log_std: Array) -> Array:
   """Diagonal Gaussian entropy Σ_i (½ log(2πe) + log σ_i) over the last axis [..., D] → [...]."""
   return jnp.sum(_HALF_LOG_2PI_E + log_std, axis=-1)
+
+
+def categorical_kl(logits_p: Array, logits_q: Array) -> Array:
+  """KL(p‖q) = Σ_a p(a) (log p(a) − log q(a)) over the last axis [..., A] → [...] (exact).
+
+  Actions with −inf logits under p (masked) contribute 0 (0·log 0 = 0, selected out before the
+  product, so value and gradient stay finite); an action allowed by p but masked in q makes the
+  KL +inf, as it should.
+  """
+  allowed = logits_p != -jnp.inf
+  zero = jnp.zeros((), jnp.result_type(logits_p))
+  log_p = jax.nn.log_softmax(jnp.where(allowed, logits_p, zero), axis=-1, where=allowed)
+  log_p = jnp.where(allowed, log_p, 0.0)
+  log_q = jnp.where(allowed, jax.nn.log_softmax(logits_q, axis=-1), 0.0)
+  return jnp.sum(jnp.where(allowed, jnp.exp(log_p) * (log_p - log_q), 0.0), axis=-1)
+
+
+def gaussian_kl(mean_p: Array, log_std_p: Array, mean_q: Array, log_std_q: Array) -> Array:
+  """KL(p‖q) of diagonal Gaussians, Σ_i [log σq/σp + (σp² + (μp − μq)²)/(2σq²) − ½] → [...]."""
+  mean_p, mean_q = jnp.broadcast_arrays(mean_p, mean_q)
+  log_std_p = jnp.broadcast_to(log_std_p, mean_p.shape)
+  log_std_q = jnp.broadcast_to(log_std_q, mean_p.shape)
+  var_ratio = jnp.exp(2.0 * (log_std_p - log_std_q))
+  z = (mean_p - mean_q) * jnp.exp(-log_std_q)
+  return jnp.sum(log_std_q - log_std_p + 0.5 * (var_ratio + z * z) - 0.5, axis=-1)
 
 
 def tanh_log_det_jacobian(pre_tanh: Array) -> Array:
@@ -116,6 +143,10 @@ class Categorical(NamedTuple):
   def mode(self) -> Array:
     return jnp.argmax(self.logits, axis=-1)
 
+  def kl(self, other: "Categorical") -> Array:
+    """KL(self‖other) per state, exact."""
+    return categorical_kl(self.logits, other.logits)
+
 
 class Gaussian(NamedTuple):
   mean: Array  # [..., D]
@@ -144,6 +175,10 @@ class Gaussian(NamedTuple):
 
   def mode(self) -> Array:
     return self.mean
+
+  def kl(self, other: "Gaussian") -> Array:
+    """KL(self‖other) per state, exact."""
+    return gaussian_kl(self.mean, self.log_std, other.mean, other.log_std)
 
 
 class TanhGaussian(NamedTuple):

@@ -168,24 +168,18 @@ _register_gated("dpo_drift", "dpo_drift", {"alpha": 2.0, "beta": 0.6},
                 "no (Â < 0, r > 1)", "Discovered PO, arXiv 2210.05639; Stoix/PureJaxRL `dpo_loss`")
 
 
-def _no_sample_weight(name, sample_weight):
-  if sample_weight is not None:
-    raise ValueError(f"{name}: sample_weight is not supported (its selection already reweights "
-                     "tokens); got a sample_weight array")
-
-
 @register_policy_loss("clip_cov", Variant(
     "clip_cov", None, (), "token", "token-mean", "PPO's w, 0 on ⌊fraction·N⌋ random high-Cov tokens",
     "no (as PPO)", "Clip-Cov, arXiv 2505.22617; verl `clip_cov`"))
 def clip_cov_policy_loss(log_prob, old_log_prob, advantage, mask=None, *, key=None,
                          sample_weight=None, reduction=None, **params):
   """Clip-Cov (`covariance.clip_cov_policy_loss`); needs `key`."""
-  _no_sample_weight("clip_cov", sample_weight)
   if key is None:
     raise ValueError("clip_cov: needs a PRNG key (key=jax.random.key(...)) for its random token "
                      "choice, got key=None")
   return covariance.clip_cov_policy_loss(key, log_prob, old_log_prob, advantage, mask,
-                                         aggregation_mode=reduction or "token-mean", **params)
+                                         aggregation_mode=reduction or "token-mean",
+                                         sample_weight=sample_weight, **params)
 
 
 @register_policy_loss("kl_cov", Variant(
@@ -196,9 +190,9 @@ def kl_cov_policy_loss(log_prob, old_log_prob, advantage, mask=None, *, key=None
                        sample_weight=None, reduction=None, **params):
   """KL-Cov (`covariance.kl_cov_policy_loss`)."""
   del key
-  _no_sample_weight("kl_cov", sample_weight)
   return covariance.kl_cov_policy_loss(log_prob, old_log_prob, advantage, mask,
-                                       aggregation_mode=reduction or "token-mean", **params)
+                                       aggregation_mode=reduction or "token-mean",
+                                       sample_weight=sample_weight, **params)
 
 
 def variant_table() -> str:

@@ -44,6 +44,22 @@ def test_categorical_entropy_with_masked_actions_is_the_entropy_over_allowed_act
       logits[:1])))
 
 
+def test_categorical_kl_with_masked_actions_is_the_kl_over_allowed_actions():
+  p = jnp.array([[0.3, -jnp.inf, 1.0, -jnp.inf], [-jnp.inf] * 4])
+  q = jnp.array([[-0.2, -jnp.inf, 0.4, 2.0], [0.0, 1.0, 2.0, 3.0]])
+  kl = D.categorical_kl(p, q)
+  sub_p, sub_q = np.array([0.3, 1.0]), np.array([-0.2, 0.4, 2.0])
+  log_p = sub_p - np.log(np.exp(sub_p).sum())
+  log_q = sub_q - np.log(np.exp(sub_q).sum())
+  assert float(kl[0]) == pytest.approx(np.sum(np.exp(log_p) * (log_p - log_q[:2])), rel=1e-12)
+  assert float(kl[1]) == 0.0
+  for grad_fn in (jax.grad(lambda a, b: jnp.sum(D.categorical_kl(a, b)), argnums=(0, 1)),
+                  jax.jit(jax.grad(lambda a, b: jnp.sum(D.categorical_kl(a, b)), argnums=(0, 1)))):
+    assert all(np.all(np.isfinite(g)) for g in grad_fn(p, q))
+  # allowed under p, impossible under q: infinite KL
+  assert float(D.categorical_kl(jnp.array([0.0, 0.0]), jnp.array([0.0, -jnp.inf]))) == np.inf
+
+
 def test_gaussian_log_prob_and_entropy_match_scipy():
   mean, log_std = jnp.array([0.3, -1.0]), jnp.array([-0.5, 0.2])
   x = jnp.array([1.0, 0.5])
