@@ -14,7 +14,9 @@ import sys
 # Modules that add subcommands (train/plot/evaluate: the trainer; variance: the instrument).
 SUBCOMMAND_MODULES = (
     "rgpo_jax.training.cli",
+    "rgpo_jax.training.compare",
     "rgpo_jax.variance.cli",
+    "rgpo_jax.rlhf_cli",
 )
 
 # For a module whose third-party dependencies are not installed: the extra that installs them
@@ -22,6 +24,7 @@ SUBCOMMAND_MODULES = (
 # A listed module missing from here is left out of `rgpo` when its dependencies are absent.
 MODULE_EXTRAS = {
     "rgpo_jax.training.cli": ("train", ("train", "plot", "evaluate")),
+    "rgpo_jax.training.compare": ("train", ("compare",)),
 }
 
 

@@ -109,6 +109,13 @@ def _gated_objective(gate, log_prob, old_log_prob, advantage, valid, max_log_rat
   return gate.value(r, adv) * adv, log_r, r, adv
 
 
+def _weighted(per_token, sample_weight, valid):
+  """per_token·sg(c) (verl multiplies each token's loss by the rollout-correction weight)."""
+  if sample_weight is None:
+    return per_token
+  return per_token * jax.lax.stop_gradient(jnp.where(valid, sample_weight, 0.0))
+
+
 def _aux(selected, valid, log_r):
   lr = jax.lax.stop_gradient(jnp.clip(log_r, -20.0, 20.0))
   k3 = jnp.expm1(-lr) + lr
@@ -119,7 +126,7 @@ def _aux(selected, valid, log_r):
 def clip_cov_policy_loss(key: Array, log_prob: Array, old_log_prob: Array, advantage: Array,
                          mask: Array | None = None, *, gate: gates_lib.Gate | None = None,
                          fraction: float = 2e-4, lower: float = 1.0, upper: float = 5.0,
-                         aggregation_mode: str = "token-mean",
+                         aggregation_mode: str = "token-mean", sample_weight: Array | None = None,
                          max_log_ratio: float = ratios.DEFAULT_MAX_LOG_RATIO,
                          ) -> tuple[Array, CovarianceAux]:
   """Clip-Cov: L = −agg[(1 − sel_t)·g(r_t)·Â_t], sel = `clip_cov_selection` (stop-gradiented).
@@ -134,10 +141,11 @@ def clip_cov_policy_loss(key: Array, log_prob: Array, old_log_prob: Array, advan
     gate: default `gates.ppo_clip(0.2)` (verl).
     fraction, lower, upper: verl's clip_cov_ratio, clip_cov_lb, clip_cov_ub.
     aggregation_mode: an `aggregation` mode.
+    sample_weight: optional detached per-token weight (e.g. a rollout correction), same shape.
   """
   gate = gates_lib.ppo_clip(0.2) if gate is None else gate
   check_same_shape("clip_cov_policy_loss", log_prob=log_prob, old_log_prob=old_log_prob,
-                   advantage=advantage, mask=mask)
+                   advantage=advantage, mask=mask, sample_weight=sample_weight)
   valid = _valid("clip_cov_policy_loss", log_prob, mask)
   objective, log_r, r, adv = _gated_objective(gate, log_prob, old_log_prob, advantage, valid,
                                               max_log_ratio)
@@ -146,14 +154,15 @@ def clip_cov_policy_loss(key: Array, log_prob: Array, old_log_prob: Array, advan
   already_clipped = slope < 0.01 * gate.derivative(jnp.ones_like(r0), adv)
   selected = clip_cov_selection(key, log_prob, advantage, valid, already_clipped,
                                 fraction=fraction, lower=lower, upper=upper)
-  loss = -aggregation.aggregate(jnp.where(selected, 0.0, objective), valid, aggregation_mode)
+  objective = _weighted(jnp.where(selected, 0.0, objective), sample_weight, valid)
+  loss = -aggregation.aggregate(objective, valid, aggregation_mode)
   return loss, _aux(selected, valid, log_r)
 
 
 def kl_cov_policy_loss(log_prob: Array, old_log_prob: Array, advantage: Array,
                        mask: Array | None = None, *, gate: gates_lib.Gate | None = None,
                        fraction: float = 2e-4, coef: float = 1.0,
-                       aggregation_mode: str = "token-mean",
+                       aggregation_mode: str = "token-mean", sample_weight: Array | None = None,
                        max_log_ratio: float = ratios.DEFAULT_MAX_LOG_RATIO,
                        ) -> tuple[Array, CovarianceAux]:
   """KL-Cov: L = agg[−g(r_t)·Â_t + coef·sel_t·|log r_t|], sel = `kl_cov_selection`.
@@ -166,10 +175,11 @@ def kl_cov_policy_loss(log_prob: Array, old_log_prob: Array, advantage: Array,
     gate: default `gates.importance()` (verl's KL-Cov has no clip).
     fraction, coef: verl's kl_cov_ratio and ppo_kl_coef.
     aggregation_mode: an `aggregation` mode.
+    sample_weight: optional detached per-token weight, same shape (multiplies the whole term).
   """
   gate = gates_lib.importance() if gate is None else gate
   check_same_shape("kl_cov_policy_loss", log_prob=log_prob, old_log_prob=old_log_prob,
-                   advantage=advantage, mask=mask)
+                   advantage=advantage, mask=mask, sample_weight=sample_weight)
   if not isinstance(coef, jax.core.Tracer) and not float(coef) >= 0:
     raise ValueError(f"kl_cov_policy_loss: coef must be >= 0, got coef={coef!r}")
   valid = _valid("kl_cov_policy_loss", log_prob, mask)
@@ -177,5 +187,5 @@ def kl_cov_policy_loss(log_prob: Array, old_log_prob: Array, advantage: Array,
                                             max_log_ratio)
   selected = kl_cov_selection(log_prob, advantage, valid, fraction=fraction)
   per_token = -objective + jnp.where(selected, coef * jnp.abs(log_r), 0.0)
-  loss = aggregation.aggregate(per_token, valid, aggregation_mode)
+  loss = aggregation.aggregate(_weighted(per_token, sample_weight, valid), valid, aggregation_mode)
   return loss, _aux(selected, valid, log_r)

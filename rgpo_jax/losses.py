@@ -349,9 +349,11 @@ def dual_ratio_policy_loss(
       ∂α/∂log π_θ = [w_old(r_old)·g_ref(r_ref) + g_old(r_old)·w_ref(r_ref)] / g_ref(1).
 
   Reconstruction (the form in arXiv 2604.14895 is not public): the product of two gates, token
-  level. We divide by g_ref(1) so that a policy equal to the reference (the start of RLHF, where
-  a sigmoid gate would sit at ½) gets exactly the single-ratio RGPO update; as π_θ drifts from
-  π_ref the factor moves the update towards/away from the reference through the gate's slope.
+  level. We divide by g_ref(1) so that at a policy equal to the reference (the start of RLHF,
+  where a sigmoid gate would sit at ½) α has the single-ratio gate's value. Its gradient weight
+  there is not RGPO's: w_old(r_old) + g_old(r_old)·w_ref(1)/g_ref(1), i.e. 2 at r_old = 1 for two
+  k = 4 sigmoids against RGPO's 1 (both ratios move with π_θ). As π_θ drifts from π_ref the
+  factor moves the update towards/away from the reference through the gate's slope.
   Pass any `Gate` as `gate_ref` (e.g. a sharper sigmoid for a tighter anchor). No KL penalty is
   added here; add `kl_k3` yourself if you want one.
 

@@ -67,7 +67,7 @@ def test_existing_run_is_never_overwritten(run_dir, capsys, snapshot):
 
 @pytest.mark.parametrize("argv,message", [
     (["--env", "NoSuchEnv-v9"], "unknown env 'NoSuchEnv-v9'; allowed"),
-    (["--algo", "trpo"], "unknown algo 'trpo'; allowed: rgpo, ppo"),
+    (["--algo", "sac"], "unknown algo 'sac'; allowed: rgpo, ppo"),
     (["--total-steps", "0"], "total_steps must be a positive integer, got total_steps=0"),
     (["--num-envs", "-2"], "num_envs must be a positive integer, got num_envs=-2"),
     (["--num-minibatches", "3"], "num_minibatches=3 must divide the batch"),

@@ -12,10 +12,10 @@ import textwrap
 BLOCKED = ("flax", "optax", "gymnax", "brax", "orbax", "matplotlib", "tqdm", "scipy", "mujoco",
            "six")
 
-_BLOCKER = f"""
+_BLOCKER = """
 import importlib.abc, sys
 
-BLOCKED = {BLOCKED!r}
+BLOCKED = {blocked!r}
 
 class Blocker(importlib.abc.MetaPathFinder):
   def find_spec(self, name, path=None, target=None):
@@ -27,12 +27,13 @@ sys.meta_path.insert(0, Blocker())
 """
 
 
-def _run_blocked(code: str) -> subprocess.CompletedProcess:
+def _run_blocked(code: str, blocked=BLOCKED) -> subprocess.CompletedProcess:
   env = dict(os.environ)
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
   env["JAX_PLATFORMS"] = "cpu"
-  return subprocess.run([sys.executable, "-c", _BLOCKER + textwrap.dedent(code)], env=env,
+  blocker = _BLOCKER.format(blocked=tuple(blocked))
+  return subprocess.run([sys.executable, "-c", blocker + textwrap.dedent(code)], env=env,
                         capture_output=True, text=True, timeout=300)
 
 
@@ -82,3 +83,19 @@ def test_cli_names_the_extra_to_install_instead_of_a_traceback():
   assert "EXIT rgpo variance --synthetic needs the 'train' extra" in result.stdout
   assert "Traceback" not in result.stdout + result.stderr
   assert "(not installed)" in result.stdout  # `rgpo --help` lists the commands it lacks
+
+
+def test_brax_env_without_brax_names_the_extra(tmp_path):
+  out = tmp_path / "never"
+  result = _run_blocked(f"""
+      from rgpo_jax import cli
+      try:
+        cli.main(["train", "--env", "brax:ant", "--no-progress", "--out", {str(out)!r}])
+      except SystemExit as e:
+        print("EXIT", e.code)
+  """, blocked=("brax", "mujoco"))
+  assert result.returncode == 0, result.stderr
+  assert ("need the 'brax' extra (module 'brax' is not installed): pip install 'rgpo_jax[brax]'"
+          in result.stdout + result.stderr), result.stdout + result.stderr
+  assert "Traceback" not in result.stdout + result.stderr
+  assert not out.exists()

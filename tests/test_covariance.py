@@ -46,9 +46,13 @@ def test_kl_cov_penalises_the_top_covariance_tokens():
   f = lambda x: covariance.kl_cov_policy_loss(x, old, adv, MASK, fraction=fraction, coef=0.5)[0]
   value, grad = jax.jit(jax.value_and_grad(f))(lp)
   expected = (-r * adv + 0.5 * top * np.abs(lp - old))[MASK].sum() / n_valid
+  c = np.linspace(0.5, 1.5, MASK.size).reshape(MASK.shape)  # a detached per-token weight
+  weighted = jax.jit(jax.grad(lambda x: covariance.kl_cov_policy_loss(
+      x, old, adv, MASK, fraction=fraction, coef=0.5, sample_weight=c)[0]))(lp)
   assert float(value) == pytest.approx(expected, rel=1e-12)
   expected_grad = np.where(MASK, -r * adv + 0.5 * top * np.sign(lp - old), 0.0) / n_valid
   np.testing.assert_allclose(grad, expected_grad, rtol=1e-12, atol=1e-15)
+  np.testing.assert_allclose(weighted, c * expected_grad, rtol=1e-12, atol=1e-15)
 
 
 def test_clip_cov_detaches_a_random_subset_of_eligible_tokens():

@@ -50,6 +50,13 @@ def test_swept_setting_and_identical_runs_are_told_apart(tmp_path):
                                                "rgpo k=4 [same2] (1 seed)"]
 
 
+def test_other_algos_gate_parameters_are_not_shown(tmp_path):
+  a = _run(str(tmp_path / "ppo"), algo="ppo", k=8.0)
+  b = _run(str(tmp_path / "sapo"), algo="sapo", tau=2.0, tau_neg=2.0)
+  assert plot.legend_labels(_curves(a, b)) == ["ppo epsilon=0.2 (2 seeds)",
+                                               "sapo tau=2, tau_neg=2 (2 seeds)"]
+
+
 def test_title_says_mean_std_over_n_seeds_only_when_n_above_1(tmp_path):
   one = _curves(_run(str(tmp_path / "one"), seeds=1))
   four = _curves(_run(str(tmp_path / "four"), seeds=4))

@@ -25,3 +25,14 @@ def test_estimator_sets_hold_each_label_once_and_reject_unknown_names():
 def test_variant_weight_suprema_are_the_clip_bounds(label, sup):
   gate = dict(V.variant_estimators())[label]
   assert V.weight_sup(gate) == pytest.approx(sup, rel=1e-4)
+
+
+def test_estimators_by_variant_name_and_errors_naming_the_value():
+  labels_gates = V.estimator_set("is,dual_clip,rgpo_detached")
+  assert [label for label, _ in labels_gates] == ["is", "dual_clip", "rgpo_detached"]
+  assert labels_gates[1][1].params["c"] == 3.0
+  with pytest.raises(ValueError, match="'gspo' is not a variant with token ratios"):
+    V.estimator_set("is,gspo")
+  with pytest.raises(SystemExit, match="'nope'"):
+    from rgpo_jax.variance import cli
+    cli.main(["--synthetic", "--quick", "--estimators", "nope", "--out", "/nonexistent/x"])

@@ -81,6 +81,11 @@ def _brax_envs():
   try:
     with contextlib.redirect_stdout(captured):
       from brax import envs as brax_envs  # pylint: disable=import-outside-toplevel
+  except ModuleNotFoundError as e:
+    if e.name and e.name.split(".")[0] in ("brax", "mujoco"):
+      raise ValueError(f"Brax environments (--env brax:NAME) need the 'brax' extra (module "
+                       f"{e.name!r} is not installed): pip install 'rgpo_jax[brax]'") from None
+    raise
   finally:
     kept = [l for l in captured.getvalue().splitlines(keepends=True)
             if not l.startswith(_WARP_NOISE)]

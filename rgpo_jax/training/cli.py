@@ -20,8 +20,19 @@ FIELD_HELP: dict[str, str] = {
     "env": "environment: a Gymnax id (CartPole-v1, Acrobot-v1, Breakout-MinAtar, ...) or "
            "brax:<name>",
     "normalize_obs": "running mean/std observation normalisation",
-    "algo": "the gate that defines the algorithm: " + ", ".join(ALGOS),
-    "k": "RGPO sigmoid sharpness k > 0 (gate σ(k(r−1)); k=4 gives weight 1 on-policy)",
+    "algo": "the algorithm: a gate (gated minibatch epochs) " + ", ".join(ALGOS)
+            + "; or trpo (natural gradient in a KL trust region) or awr (advantage-weighted "
+              "regression)",
+    "trpo_gate": "trpo: the gate of the surrogate, one of " + ", ".join(ALGOS)
+                 + " (importance = TRPO's own; rgpo = RGPO's pessimistic sigmoid in a trust region)",
+    "max_kl": "trpo: trust-region radius on the mean KL(π_old‖π_new) > 0",
+    "cg_iters": "trpo: conjugate-gradient iterations >= 1",
+    "cg_damping": "trpo: Fisher damping λ >= 0 in (F + λI)x = g",
+    "backtrack_iters": "trpo: line-search trials >= 1",
+    "backtrack_coef": "trpo: line-search step shrink factor in (0, 1)",
+    "awr_beta": "awr: temperature β > 0 of the weights exp(Â/β) (normalised Â)",
+    "awr_max_weight": "awr: weight clip w_max > 0",
+    "k": "sharpness k > 0 of rgpo / rgpo_sigmoid (σ(k(r−1)); k=4 gives weight 1 on-policy)",
     "epsilon": "PPO clip ε in (0, 1)",
     "tau": "temperature τ > 0 of sapo (τ_pos, default 1.0) / erf / arctan / softsign "
            "(default 1.0)",

@@ -2,8 +2,14 @@
 
 `TrainConfig` is one frozen dataclass. Fields split in two kinds:
 - static (shapes, env, algorithm family, switches): fixed in the compiled program;
-- sweepable (`SWEEPABLE`: gate parameters, learning rate, coefficients, γ, λ): passed to the
-  compiled program as traced arrays (`HParams`), so one program trains many settings via vmap.
+- sweepable (`SWEEPABLE`: gate parameters, learning rate, coefficients, γ, λ, TRPO's KL radius,
+  AWR's temperature): passed to the compiled program as traced arrays (`HParams`), so one
+  program trains many settings via vmap.
+
+An algorithm is an update rule plus, where the rule has one, a gate: every name in `ALGOS` is
+a gate used by the gated minibatch-epochs rule (PPO-style); `trpo` is the natural-gradient rule
+(its surrogate is the gate named by `trpo_gate`) and `awr` the weighted-regression rule
+(`UPDATE_RULE_ALGOS`; the rules are `rgpo_jax.training.update_rules`).
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ import jax.numpy as jnp
 
 from rgpo_jax import gates
 
-# algo -> (gate family, config fields that are its parameters)
+# algo -> (gate family, config fields that are its parameters). `rgpo` is the pessimistic sigmoid:
+# the paper's plain sigmoid (`rgpo_sigmoid`) collapsed at every k where PPO learns (Pendulum-v1,
+# issue 10 settings, 3 seeds × 1e6 steps: −1.1e3 to −1.5e3, KL-spike rate 1.0, against PPO −157;
+# the pessimistic sigmoid k = 4: −157, spike rate 0.02; experiments/kl_stability).
 ALGOS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "rgpo": ("sigmoid", ("k",)),
+    "rgpo": ("pessimistic_sigmoid", ("k",)),
     "ppo": ("ppo_clip", ("epsilon",)),
     "importance": ("importance", ()),
     "reinforce": ("reinforce", ()),
@@ -28,13 +37,28 @@ ALGOS: dict[str, tuple[str, tuple[str, ...]]] = {
     "arctan": ("arctan", ("tau", "tau_neg")),
     "softsign": ("softsign", ("tau", "tau_neg")),
     "truncated": ("truncated", ("low", "high")),
-    "rgpo_pessimistic": ("pessimistic_sigmoid", ("k",)),
     "rgpo_sigmoid": ("sigmoid", ("k",)),
+    "rgpo_pessimistic": ("pessimistic_sigmoid", ("k",)),  # the same gate as rgpo
+}
+
+# Algorithms that are an update rule of their own (every other algo is a gate of "gated").
+UPDATE_RULE_ALGOS: dict[str, str] = {"trpo": "natural_gradient", "awr": "weighted_regression"}
+
+# Every accepted `algo`.
+ALL_ALGOS: tuple[str, ...] = (*ALGOS, *UPDATE_RULE_ALGOS)
+
+# update rule -> config fields that are its traced (sweepable) hyperparameters (`HParams.rule`).
+RULE_HPARAMS: dict[str, tuple[str, ...]] = {
+    "gated": (),
+    "natural_gradient": ("max_kl", "cg_damping"),
+    "weighted_regression": ("awr_beta", "awr_max_weight"),
 }
 
 # Fields that a sweep may vary (traced in the compiled program).
 SWEEPABLE = ("k", "epsilon", "tau", "tau_neg", "low", "high", "lr", "ent_coef", "vf_coef",
-             "max_grad_norm", "gamma", "gae_lambda", "value_clip_epsilon")
+             "max_grad_norm", "gamma", "gae_lambda", "value_clip_epsilon", "max_kl",
+             "cg_damping", "awr_beta", "awr_max_weight")
+GATE_FIELDS = ("k", "epsilon", "tau", "tau_neg", "low", "high")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,9 +69,22 @@ class TrainConfig:
     env: Gymnax id (e.g. "CartPole-v1", "Breakout-MinAtar") or "brax:<name>".
     env_kwargs: extra keyword arguments for the environment constructor.
     normalize_obs: running mean/var observation normalisation (off for Gymnax by default).
-  Algorithm (the gate):
-    algo: one of `ALGOS`; k (rgpo sharpness), epsilon (ppo clip), tau / tau_neg (sapo, erf,
-      arctan, softsign temperatures; None = family default), low / high (truncated band).
+  Algorithm (the gate, or an update rule of its own):
+    algo: one of `ALL_ALGOS`: a gate of `ALGOS` (gated minibatch epochs), "trpo" or "awr";
+      k (rgpo sharpness), epsilon (ppo clip), tau / tau_neg (sapo, erf, arctan, softsign
+      temperatures; None = family default), low / high (truncated band).
+  TRPO (algo "trpo", `update_rules.natural_gradient`):
+    trpo_gate: the surrogate's gate, a name of `ALGOS` ("importance" = TRPO's own r·Â; "rgpo"
+      puts RGPO's pessimistic sigmoid, "rgpo_sigmoid" the paper's plain one, inside the trust
+      region; its parameters are the fields above).
+    max_kl: trust-region radius on the mean KL(π_old‖π_new) (> 0).
+    cg_iters, cg_damping: conjugate-gradient iterations (>= 1) and Fisher damping (>= 0).
+    backtrack_iters, backtrack_coef: line-search trials (>= 1) and step shrink factor in (0, 1).
+    The value function is fitted by update_epochs × num_minibatches Adam steps (lr); the policy
+    ignores lr, ent_coef and max_grad_norm.
+  AWR (algo "awr", `update_rules.weighted_regression`):
+    awr_beta: temperature β > 0 of the weights exp(Â/β) (on normalised Â if
+      normalize_advantages); awr_max_weight: the weight clip w_max > 0.
   Rollout / optimisation:
     num_envs, num_steps: parallel environments and steps per rollout (batch = their product).
     total_steps: environment steps per run; updates = total_steps // (num_envs·num_steps).
@@ -75,6 +112,14 @@ class TrainConfig:
   tau_neg: float | None = None
   low: float = 0.5
   high: float = 2.0
+  trpo_gate: str = "importance"
+  max_kl: float = 0.01
+  cg_iters: int = 10
+  cg_damping: float = 0.1
+  backtrack_iters: int = 10
+  backtrack_coef: float = 0.8
+  awr_beta: float = 1.0
+  awr_max_weight: float = 20.0
   num_envs: int = 4
   num_steps: int = 128
   total_steps: int = 500_000
@@ -110,8 +155,20 @@ class TrainConfig:
     return self.total_steps // self.batch_size
 
   @property
-  def gate_family(self) -> str:
-    return ALGOS[self.algo][0]
+  def update_rule(self) -> str:
+    """The update rule's name: "gated", "natural_gradient" (trpo) or "weighted_regression"."""
+    return UPDATE_RULE_ALGOS.get(self.algo, "gated")
+
+  @property
+  def gate_algo(self) -> str | None:
+    """The `ALGOS` entry whose gate the rule uses (trpo: `trpo_gate`; awr: None, no gate)."""
+    if self.algo == "trpo":
+      return self.trpo_gate
+    return self.algo if self.algo in ALGOS else None
+
+  @property
+  def gate_family(self) -> str | None:
+    return ALGOS[self.gate_algo][0] if self.gate_algo is not None else None
 
   @property
   def chunk_size(self) -> int:
@@ -145,6 +202,8 @@ class TrainConfig:
   def gate_params(self) -> dict[str, float]:
     """The gate family's keyword parameters for `gates.make` (family defaults filled in)."""
     family = self.gate_family
+    if family is None:
+      return {}
     if family in ("sigmoid", "pessimistic_sigmoid"):
       return {"k": self.k}
     if family == "ppo_clip":
@@ -163,10 +222,14 @@ class TrainConfig:
     """Check every field; raise ValueError naming the bad value and what is allowed."""
     from rgpo_jax.envs import check_env_name
     from rgpo_jax.networks import ACTIVATIONS
-    if self.algo not in ALGOS:
-      raise ValueError(f"unknown algo {self.algo!r}; allowed: {', '.join(ALGOS)}")
+    if self.algo not in ALL_ALGOS:
+      raise ValueError(f"unknown algo {self.algo!r}; allowed: {', '.join(ALL_ALGOS)}")
+    if self.trpo_gate not in ALGOS:
+      raise ValueError(f"unknown trpo_gate {self.trpo_gate!r} (the gate of TRPO's surrogate); "
+                       f"allowed: {', '.join(ALGOS)}")
     check_env_name(self.env)
-    for name in ("num_envs", "num_steps", "total_steps", "update_epochs", "num_minibatches"):
+    for name in ("num_envs", "num_steps", "total_steps", "update_epochs", "num_minibatches",
+                 "cg_iters", "backtrack_iters"):
       v = getattr(self, name)
       if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
         raise ValueError(f"{name} must be a positive integer, got {name}={v!r}")
@@ -189,14 +252,19 @@ class TrainConfig:
     _in_range("value_clip_epsilon", self.value_clip_epsilon, lambda v: v > 0, "> 0")
     _in_range("kl_spike_threshold", self.kl_spike_threshold, lambda v: v > 0, "> 0")
     _in_range("init_log_std", self.init_log_std, lambda v: True, "a finite number")
+    _in_range("max_kl", self.max_kl, lambda v: v > 0, "> 0")
+    _in_range("cg_damping", self.cg_damping, lambda v: v >= 0, ">= 0")
+    _in_range("backtrack_coef", self.backtrack_coef, lambda v: 0 < v < 1, "in (0, 1)")
+    _in_range("awr_beta", self.awr_beta, lambda v: v > 0, "> 0")
+    _in_range("awr_max_weight", self.awr_max_weight, lambda v: v > 0, "> 0")
     if not self.hidden or any(int(h) <= 0 for h in self.hidden):
       raise ValueError(f"hidden must be positive layer widths, got hidden={self.hidden!r}")
     if self.activation not in ACTIVATIONS:
       raise ValueError(f"unknown activation {self.activation!r}; allowed: "
                        f"{', '.join(ACTIVATIONS)}")
     # Gate parameters: the gate constructors check their own ranges.
-    family = self.gate_family
-    gates.make(family, **self.gate_params())
+    if self.gate_family is not None:
+      gates.make(self.gate_family, **self.gate_params())
     return self
 
 
@@ -229,7 +297,8 @@ def auto_chunk_size(num_updates: int) -> int:
 
 class HParams(NamedTuple):
   """The traced (vmappable) hyperparameters of one run; leaves are float32 scalars ([H] or
-  [R] when stacked for a sweep)."""
+  [R] when stacked for a sweep). `gate`: the gate's parameters ({} without a gate); `rule`:
+  the update rule's own ({field: value} for `RULE_HPARAMS[config.update_rule]`)."""
 
   gate: dict[str, jax.Array]
   lr: jax.Array
@@ -239,24 +308,29 @@ class HParams(NamedTuple):
   gamma: jax.Array
   gae_lambda: jax.Array
   value_clip_epsilon: jax.Array
+  rule: dict[str, jax.Array]
 
 
-def gate_template(config: TrainConfig) -> gates.Gate:
+def gate_template(config: TrainConfig) -> gates.Gate | None:
   """The run's gate built (and range-checked) on the host from concrete config values.
 
   Inside the compiled program the gate is rebuilt as `dataclasses.replace(template,
   params=hparams.gate)` with traced parameters (the constructors' checks need concrete values).
   """
+  if config.gate_family is None:
+    return None
   return gates.make(config.gate_family, **config.gate_params())
 
 
 def hparams_from_config(config: TrainConfig) -> HParams:
   f = lambda v: jnp.asarray(v, jnp.float32)
+  gate = gate_template(config)
   return HParams(
-      gate={k: f(v) for k, v in gate_template(config).params.items()},
+      gate={} if gate is None else {k: f(v) for k, v in gate.params.items()},
       lr=f(config.lr), ent_coef=f(config.ent_coef), vf_coef=f(config.vf_coef),
       max_grad_norm=f(config.max_grad_norm), gamma=f(config.gamma),
-      gae_lambda=f(config.gae_lambda), value_clip_epsilon=f(config.value_clip_epsilon))
+      gae_lambda=f(config.gae_lambda), value_clip_epsilon=f(config.value_clip_epsilon),
+      rule={name: f(getattr(config, name)) for name in RULE_HPARAMS[config.update_rule]})
 
 
 def stack_hparams(hparams: list[HParams]) -> HParams:

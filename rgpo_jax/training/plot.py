@@ -107,17 +107,19 @@ def _fmt(value: Any) -> str:
 def legend_labels(curves: Sequence[Curve]) -> list[str]:
   """'ALGO gate params, other differing settings (N seeds)' for each curve of one figure.
 
-  The algo's gate parameters are always shown; any other setting appears when it differs
-  between the curves (e.g. lr). Curves still alike are told apart by their run folder.
+  The algo's gate parameters are always shown, other algos' gate parameters never (a PPO run's
+  unused k says nothing); any other setting appears when it differs between the curves (e.g. lr).
+  Curves still alike are told apart by their run folder.
   """
   keys = sorted({k for c in curves for k in c.settings} - {"algo", "env", "seeds",
                                                            *_HOST_FIELDS})
   differing = [k for k in keys if len({_fmt(c.settings.get(k)) for c in curves}) > 1]
+  all_gate_fields = {f for _, fields in ALGOS.values() for f in fields}
   labels = []
   for c in curves:
     gate_fields = ALGOS.get(c.settings["algo"], (None, ()))[1]
     shown = [k for k in gate_fields if c.settings.get(k) is not None]
-    shown += [k for k in differing if k not in shown]
+    shown += [k for k in differing if k not in shown and k not in all_gate_fields]
     text = c.settings["algo"] + "".join(
         f"{' ' if i == 0 else ', '}{k}={_fmt(c.settings.get(k))}" for i, k in enumerate(shown))
     labels.append(text)

@@ -26,8 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from rgpo_jax.training.config import (ALGOS, SWEEPABLE, HParams, TrainConfig, hparams_from_config,
-                                      stack_hparams)
+from rgpo_jax.training.config import (ALGOS, GATE_FIELDS, RULE_HPARAMS, SWEEPABLE, HParams,
+                                      TrainConfig, hparams_from_config, stack_hparams)
 from rgpo_jax.training.train import Trainer, TrainState
 
 RUN_AXIS = "runs"
@@ -69,11 +69,15 @@ def check_grid(config: TrainConfig, grid: dict[str, Sequence[Any]] | None) -> li
   for name, values in grid.items():
     if name not in SWEEPABLE:
       raise ValueError(f"cannot sweep {name!r}; sweepable fields: {', '.join(SWEEPABLE)}")
-    gate_fields = {"k", "epsilon", "tau", "tau_neg", "low", "high"}
-    algo_fields = ALGOS.get(config.algo, (None, ()))[1]
-    if name in gate_fields and name not in algo_fields:
+    gate_fields = ALGOS.get(config.gate_algo, (None, ()))[1]
+    if name in GATE_FIELDS and name not in gate_fields:
       raise ValueError(f"{name} is not a parameter of algo {config.algo!r} (its gate parameters: "
-                       f"{', '.join(algo_fields) or 'none'})")
+                       f"{', '.join(gate_fields) or 'none'})")
+    rule_fields = RULE_HPARAMS.get(config.update_rule, ())
+    all_rule_fields = {f for fields in RULE_HPARAMS.values() for f in fields}
+    if name in all_rule_fields and name not in rule_fields:
+      raise ValueError(f"{name} is not a parameter of algo {config.algo!r} (its update-rule "
+                       f"parameters: {', '.join(rule_fields) or 'none'})")
     if len(values) == 0:
       raise ValueError(f"sweep over {name!r} needs at least one value")
   return [config.replace(**setting).validate() for setting in expand_grid(grid)]

@@ -1,14 +1,19 @@
-"""The on-device trainer: rollout, GAE, minibatch epochs with any gate, as `lax.scan`s.
+"""The on-device trainer: rollout, GAE, an update rule, metrics, as `lax.scan`s.
 
-One code path for every algorithm: the gate (`config.algo` → `gates.make`) is the only thing
-that differs between RGPO, PPO, IS, REINFORCE, SAPO, ... (see docs/architecture.md).
+One loop for every algorithm; what differs is the update rule, chosen once when the `Trainer`
+is built (`update_rules.make_rule`, from `config.algo`), and for the gated rule the gate
+(`config.algo` → `gates.make`), the only thing that differs between RGPO, PPO, IS, REINFORCE,
+SAPO, ... (see docs/architecture.md).
 
     TrainState ──update──► rollout (scan over num_steps, vmapped envs)
                            next_values: V(obs[t+1]), V(final_obs) where truncated
                            advantages.gae (terminated: no bootstrap; truncated: bootstrap)
-                           epochs × minibatches: losses.policy_loss(gate) + value + entropy
-                           (lax.pmean over `axis_name` when data-parallel) → Adam
-                           metrics: returns, KL(π_old‖π_new), gate statistics, ...
+                           update rule (lax.pmean over `axis_name` when data-parallel):
+                             gated: epochs × minibatches of policy_loss(gate) + value + entropy
+                             natural_gradient (TRPO): CG on F·v, KL-bounded line search, then
+                               value regression
+                             weighted_regression (AWR): exp(Â/β)-weighted log-likelihood
+                           metrics: returns, KL(π_old‖π_new), the rule's statistics
 
 `Trainer(config)` holds the static parts (env, network); its methods are pure functions of a
 `TrainState` and traced `HParams`, so they jit, vmap (sweeps) and shard (devices).
@@ -18,7 +23,6 @@ that differs between RGPO, PPO, IS, REINFORCE, SAPO, ... (see docs/architecture.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -32,6 +36,8 @@ from rgpo_jax import normalization
 from rgpo_jax.envs import Env, make_env
 from rgpo_jax.networks import ActorCritic
 from rgpo_jax.training.config import HParams, TrainConfig, gate_template, hparams_from_config
+from rgpo_jax.training.update_rules import (MAX_METRICS, METRICS, RULE_METRICS, Batch,
+                                            make_rule)
 
 Array = jax.Array
 
@@ -66,12 +72,6 @@ class Transition(NamedTuple):
   final_obs: Array
   episode_return: Array
   episode_length: Array
-
-
-# Per-update metric names, in the order they are written.
-METRICS = ("episode_return", "episode_length", "episodes", "approx_kl", "kl_spike", "gate_mean",
-           "acceptance_fraction", "rejection_fraction", "effective_update_ratio", "weight_mean",
-           "weight_max", "ratio_max", "entropy", "policy_loss", "value_loss", "grad_norm", "lr")
 
 
 def bootstrap_advantages(traj: Transition, next_values: Array, hp: HParams) -> tuple[Array, Array]:
@@ -155,6 +155,7 @@ class Trainer:
                                init_log_std=config.init_log_std)
     self.tx = optax.scale_by_adam(eps=1e-5)
     self._gate_template = gate_template(self.config)
+    self.rule = make_rule(self)  # the update rule, chosen once (see update_rules)
 
   def env_ids(self, axis_name: str | None = None) -> Array:
     """Global indices of this device's envs, [local_envs] (all envs without `axis_name`)."""
@@ -166,6 +167,8 @@ class Trainer:
   # ------------------------------------------------------------------------------------------
   def gate(self, hp: HParams) -> gates_lib.Gate:
     """The gate with the (traced) parameters of `hp` (structure from `gate_template`)."""
+    if self._gate_template is None:
+      raise ValueError(f"algo {self.config.algo!r} has no gate")
     return dataclasses.replace(self._gate_template, params=hp.gate)
 
   def _norm(self, stats, obs):
@@ -248,29 +251,9 @@ class Trainer:
         lambda: jnp.where(traj.truncated, value_fn(traj.final_obs), shifted),
         lambda: shifted)
 
-  def loss(self, params, hp: HParams, batch, axis_name: str | None = None):
-    """Total loss on a minibatch and its diagnostics (advantages normalised over `axis_name`'s
-    devices too, i.e. over the global minibatch)."""
-    cfg = self.config
-    obs, action, old_log_prob, old_value, advantage, target = batch
-    dist, value = self.network.apply(params, obs)
-    log_prob = dist.log_prob(action)
-    if cfg.normalize_advantages:
-      advantage = adv_lib.normalize(advantage, axis_name=axis_name)
-    pg_loss, aux = losses.policy_loss(self.gate(hp), log_prob, old_log_prob, advantage)
-    if cfg.clip_value:
-      v_loss = losses.value_loss(value, target, old_value=old_value,
-                                 clip_epsilon=hp.value_clip_epsilon)
-    else:
-      v_loss = losses.value_loss(value, target)
-    entropy = dist.entropy()
-    ent_loss = losses.entropy_loss(entropy)
-    total = pg_loss + hp.vf_coef * v_loss + hp.ent_coef * ent_loss
-    return total, (pg_loss, v_loss, -ent_loss, aux)
-
   def update(self, state: TrainState, hp: HParams,
              axis_name: str | None = None) -> tuple[TrainState, dict[str, Array]]:
-    """One PPO-style update: rollout, advantages, `update_epochs` × `num_minibatches` steps.
+    """One update: rollout, advantages, the update rule, metrics.
 
     With `axis_name` (inside pmap / shard_map over `num_devices` devices), each device steps
     its num_envs/num_devices envs, and gradients, advantage and observation statistics and
@@ -289,45 +272,21 @@ class Trainer:
 
     n = cfg.num_steps * self.local_envs
     flat = lambda x: x.reshape((n,) + x.shape[2:])  # [T, B] → [T·B], index t·B + b
-    batch = (flat(self._norm(stats, traj.obs)), flat(traj.action), flat(traj.log_prob),
-             flat(traj.value), flat(advantage), flat(target))
+    batch = Batch(flat(self._norm(stats, traj.obs)), flat(traj.action), flat(traj.log_prob),
+                  flat(traj.value), flat(advantage), flat(target))
 
     if cfg.anneal_lr:
       lr = hp.lr * (1.0 - state.update.astype(jnp.float32) / cfg.num_updates)
     else:
       lr = hp.lr
 
-    grad_fn = jax.value_and_grad(functools.partial(self.loss, axis_name=axis_name), has_aux=True)
-
-    def minibatch_step(carry, mb):
-      params, opt_state = carry
-      (_, (pg, vl, ent, aux)), grads = grad_fn(params, hp, mb)
-      if axis_name is not None:
-        grads = jax.lax.pmean(grads, axis_name)
-      grad_norm = optax.global_norm(grads)
-      scale = jnp.where((hp.max_grad_norm > 0) & (grad_norm > hp.max_grad_norm),
-                        hp.max_grad_norm / jnp.maximum(grad_norm, 1e-12), 1.0)
-      grads = jax.tree.map(lambda g: g * scale, grads)
-      updates, opt_state = self.tx.update(grads, opt_state)
-      params = jax.tree.map(lambda p, u: p - lr * u, params, updates)
-      return (params, opt_state), (pg, vl, ent, grad_norm, aux)
-
-    def epoch(carry, epoch_idx):  # epoch_idx [M, minibatch]
-      shuffled = jax.tree.map(lambda x: jnp.take(x, epoch_idx.reshape(-1), axis=0).reshape(
-          epoch_idx.shape + x.shape[1:]), batch)
-      return jax.lax.scan(minibatch_step, carry, shuffled)
-
-    # One gather per epoch, scanned over its minibatches. (Gathering all epochs at once and
-    # scanning the flat [epochs·M] stack measured 30% slower per update on XLA:CPU.)
-    idx = self.minibatch_indices(k_perm, env_ids).reshape(
-        cfg.update_epochs, cfg.num_minibatches, -1)
-    (params, opt_state), (pg, vl, ent, gn, aux) = jax.lax.scan(
-        epoch, (params, state.opt_state), idx)
+    params, opt_state, rule_metrics = self.rule.update(params, state.opt_state, hp, batch,
+                                                       k_perm, lr, env_ids, axis_name)
 
     # KL(π_old‖π_new) over the whole update, on the rollout's own samples (k3 estimator).
-    new_log_prob = self.network.apply(params, batch[0], method=ActorCritic.policy).log_prob(
-        batch[1])
-    approx_kl = jnp.mean(losses.kl_k3(batch[2], new_log_prob))
+    new_log_prob = self.network.apply(params, batch.obs, method=ActorCritic.policy).log_prob(
+        batch.action)
+    approx_kl = jnp.mean(losses.kl_k3(batch.log_prob, new_log_prob))
 
     if cfg.normalize_obs:
       stats = normalization.update(stats, traj.obs, axis_name)
@@ -335,22 +294,19 @@ class Trainer:
     done = jnp.logical_or(traj.terminated, traj.truncated).astype(jnp.float32)
     sums = {"episodes": jnp.sum(done), "ret": jnp.sum(traj.episode_return * done),
             "len": jnp.sum(traj.episode_length.astype(jnp.float32) * done)}
-    means = {
-        "approx_kl": approx_kl, "gate_mean": jnp.mean(aux.gate_mean),
-        "acceptance_fraction": jnp.mean(aux.acceptance_fraction),
-        "rejection_fraction": jnp.mean(aux.rejection_fraction),
-        "effective_update_ratio": jnp.mean(aux.effective_update_ratio),
-        "weight_mean": jnp.mean(aux.weight_mean), "entropy": jnp.mean(ent),
-        "policy_loss": jnp.mean(pg), "value_loss": jnp.mean(vl), "grad_norm": jnp.mean(gn),
-        "lr": jnp.asarray(lr, jnp.float32)}
-    maxes = {"weight_max": jnp.max(aux.weight_max), "ratio_max": jnp.max(aux.ratio_max)}
+    rule_metrics = {name: jnp.asarray(v, jnp.float32) for name, v in rule_metrics.items()}
+    means = {name: v for name, v in rule_metrics.items() if name not in MAX_METRICS}
+    means.update(approx_kl=approx_kl, lr=jnp.asarray(lr, jnp.float32))
+    maxes = {name: v for name, v in rule_metrics.items() if name in MAX_METRICS}
     if axis_name is not None:
       sums = jax.lax.psum(sums, axis_name)
       means = jax.lax.pmean(means, axis_name)
       maxes = jax.lax.pmax(maxes, axis_name)
     episodes = sums["episodes"]
     safe = jnp.maximum(episodes, 1.0)
-    metrics = dict(means, **maxes)
+    # The rule's metrics it does not have are NaN (after the collectives: pmax turns NaN to −inf).
+    metrics = {name: jnp.full((), jnp.nan, jnp.float32) for name in RULE_METRICS}
+    metrics.update(means, **maxes)
     metrics.update(
         episode_return=jnp.where(episodes > 0, sums["ret"] / safe, jnp.nan),
         episode_length=jnp.where(episodes > 0, sums["len"] / safe, jnp.nan),

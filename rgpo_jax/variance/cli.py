@@ -37,10 +37,11 @@ def register(subparsers) -> None:
   p.add_argument("--seed", type=int, default=0, help="PRNG seed")
   p.add_argument("--quick", action="store_true",
                  help="small configuration (tests / smoke runs)")
-  p.add_argument("--estimators", choices=("default", "variants", "all"), default="default",
-                 help="gates compared with IS: the RGPO/smooth-gate benchmark (default), the "
-                      "LLM-stack variants (dual-clip, CISPO two-sided and capped, detached "
-                      "sigmoid, with IS/PPO/RGPO for reference) or all of them")
+  p.add_argument("--estimators", default="default",
+                 help="gates compared with IS: 'default' (the RGPO/smooth-gate benchmark), "
+                      "'variants' (LLM-stack variants: dual-clip, CISPO two-sided and capped, "
+                      "detached sigmoid, with IS/PPO/RGPO for reference), 'all', or a comma list "
+                      "of rgpo_jax.variants names with token ratios (e.g. is,dual_clip,cispo,rgpo)")
   syn = p.add_argument_group("synthetic")
   syn.add_argument("--replications", type=int, default=None,
                    help="independent streams of n_max samples (default 32; quick: 4)")
@@ -86,6 +87,11 @@ def _require_extra(mode: str) -> None:
 def _validate(args) -> None:
   """Argument checks that need no compile, before anything is written."""
   _require_extra("synthetic" if args.synthetic else "env")
+  from rgpo_jax.variance.estimators import estimator_set
+  try:
+    estimator_set(getattr(args, "estimators", "default"))
+  except ValueError as e:
+    raise SystemExit(f"rgpo variance --estimators: {e}")
   if args.synthetic:
     n_max = float(args.n_max or 1e4)
     decades = math.log10(n_max) if n_max > 0 else 0.0

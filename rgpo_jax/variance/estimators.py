@@ -63,9 +63,26 @@ def variant_estimators() -> list[tuple[str, gates_lib.Gate]]:
 ESTIMATOR_SETS = ("default", "variants", "all")
 
 
+def _variant_gate(name: str) -> gates_lib.Gate:
+  from rgpo_jax import variants  # the registry imports losses; only needed here
+  if name == "is":
+    return gates_lib.importance()
+  variant = variants.VARIANTS.get(name)
+  if variant is None or variant.gate is None or variant.granularity != "token":
+    usable = sorted(n for n, v in variants.VARIANTS.items()
+                    if v.gate is not None and v.granularity == "token")
+    raise ValueError(f"estimators: {name!r} is not a variant with token ratios and a gate; "
+                     f"allowed: {', '.join(['is'] + usable)} (or one of {ESTIMATOR_SETS})")
+  return variants.make_gate(name)
+
+
 def estimator_set(name: str) -> list[tuple[str, gates_lib.Gate]]:
   """The estimators of `rgpo variance --estimators NAME`: "default" (`default_estimators`),
-  "variants" (`variant_estimators`) or "all" (both, each label once)."""
+  "variants" (`variant_estimators`), "all" (both, each label once), or a comma list of
+  `rgpo_jax.variants` names with token ratios and a gate (e.g. "is,dual_clip,cispo,rgpo"; "is"
+  is IS), each with its default parameters."""
+  if name not in ESTIMATOR_SETS and isinstance(name, str) and name:
+    return [(n, _variant_gate(n)) for n in name.split(",")]
   if name == "default":
     return default_estimators()
   if name == "variants":
