@@ -79,6 +79,9 @@ def test_existing_run_is_never_overwritten(run_dir, capsys, snapshot):
     (["--algo", "ppo", "--k", "8"], "k is not a parameter of algo 'ppo' (its gate parameters: "
                                     "epsilon)"),
     (["--algo", "rgpo", "--epsilon", "0.1"], "epsilon is not a parameter of algo 'rgpo'"),
+    (["--algo", "awr", "--k", "2"], "k is not a parameter of algo 'awr'"),
+    (["--algo", "ppo", "--max-kl", "0.02"], "max_kl is not a parameter of algo 'ppo' (its "
+                                            "update-rule parameters: none)"),
     (["--env-kwarg", "foo=1"], "--env-kwarg foo=1: not accepted by env 'CartPole-v1'"),
     (["--env-kwarg", "max_episode_steps=abc"], "--env-kwarg max_episode_steps=abc: not "
                                                "accepted by env 'CartPole-v1'"),
@@ -234,3 +237,10 @@ def test_metric_lines_are_the_json_dumps_of_each_record():
         rec[name] = float(f"{x:.7g}") if np.isfinite(x) else None
       expected.append(json.dumps(rec))
   assert io._metric_lines(sweep, chunk, 10) == expected  # pylint: disable=protected-access
+
+
+def test_gate_parameter_of_trpos_gate_is_accepted():
+  config = TrainConfig(algo="trpo", trpo_gate="rgpo", k=8.0)
+  train_cli.check_algo_params(config, {"k", "max_kl", "lr"})  # all used: no error
+  with pytest.raises(ValueError, match="epsilon is not a parameter of algo 'trpo'"):
+    train_cli.check_algo_params(config, {"epsilon"})
