@@ -54,6 +54,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rgpo_jax._checks import check_number
+
 Array = jax.Array
 GateFn = Callable[[Mapping[str, Array], Array, Array], Array]
 
@@ -107,16 +109,9 @@ def _as_float_arrays(ratio, advantage):
 
 
 def _check(gate: str, name: str, value: Any, ok: Callable[[float], bool], allowed: str):
-  if isinstance(value, jax.core.Tracer):
-    return
-  try:
-    # numpy, not jnp: inside a jit trace jnp would turn even a Python float into a tracer.
-    values = [float(v) for v in np.ravel(np.asarray(value, dtype=float))]
-  except (TypeError, ValueError):
-    raise ValueError(f"{gate} gate: {name} must be a number {allowed}, got {name}={value!r}")
-  for v in values:
-    if not (math.isfinite(v) and ok(v)):
-      raise ValueError(f"{gate} gate: {name} must be {allowed}, got {name}={value!r}")
+  """Python/numpy numbers or arrays of them, finite and `ok`; bools and strings are refused
+  (Python would turn "4" into 4.0 and True into 1.0); tracers pass (see above)."""
+  check_number(f"{gate} gate", name, value, ok, allowed)
 
 
 def _positive(gate, **kwargs):
@@ -125,9 +120,9 @@ def _positive(gate, **kwargs):
 
 
 def _param(value):
-  """Python numbers stay Python floats (weakly typed: exact in float64, no promotion of float32
+  """Python and numpy scalars become Python floats (weakly typed: exact in float64, no promotion of float32
   math); arrays and tracers (e.g. a vmapped sweep axis) pass through."""
-  if isinstance(value, (int, float)):
+  if isinstance(value, (int, float, np.integer, np.floating)):
     return float(value)
   return value
 

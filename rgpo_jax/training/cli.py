@@ -181,17 +181,12 @@ class TrainPlan:
   control: Any  # io.RunControl
 
 
-def _gate_param_fields() -> set[str]:
-  return {p for _, params in ALGOS.values() for p in params}
-
-
 def check_algo_params(config: TrainConfig, explicit: set[str]) -> None:
-  """Refuse a gate parameter given on the command line that the chosen algo does not use
-  (the same message as for a swept one, see `sweep.check_grid`)."""
-  algo_fields = ALGOS.get(config.algo, (None, ()))[1]
-  for name in sorted((explicit & _gate_param_fields()) - set(algo_fields)):
-    raise ValueError(f"{name} is not a parameter of algo {config.algo!r} (its gate parameters: "
-                     f"{', '.join(algo_fields) or 'none'})")
+  """Refuse a gate or update-rule parameter given on the command line that the chosen algo
+  does not use, exactly as a swept one is refused (`sweep.check_grid`, same message)."""
+  from rgpo_jax.training.sweep import check_grid  # pylint: disable=import-outside-toplevel
+  given = sorted(explicit & set(SWEEPABLE))
+  check_grid(config, {name: [getattr(config, name)] for name in given})
 
 
 def default_out_dir(config: TrainConfig, base: str = "runs") -> str:
