@@ -55,7 +55,7 @@ def as_bool_mask(fn: str, mask: Any) -> jax.Array | None:
 
 
 def check_number(fn: str, name: str, value: Any, ok: Callable[[float], bool] | None = None,
-                 allowed: str = "a number", *, allow_inf: bool = False) -> None:
+                 allowed: str = "finite", *, allow_inf: bool = False) -> None:
   """Refuse a non-numeric, bool, string, NaN (and unless `allow_inf`, ±inf) or out-of-range
   concrete `value` (a scalar or array) with a ValueError naming it; traced values pass.
 
@@ -63,15 +63,14 @@ def check_number(fn: str, name: str, value: Any, ok: Callable[[float], bool] | N
   refused although Python would convert them ("4" → 4.0, True → 1.0)."""
   if is_traced(value):
     return
-  if isinstance(value, (bool, np.bool_, str, bytes)):
-    raise ValueError(f"{fn}: {name} must be {allowed}, got {name}={value!r} "
-                     f"({type(value).__name__})")
   try:
     values = np.asarray(value)
   except Exception:  # noqa: BLE001  (anything numpy cannot read is not a number)
     values = np.asarray(None, dtype=object)
-  if not np.issubdtype(values.dtype, np.integer) and not np.issubdtype(values.dtype, np.floating):
-    raise ValueError(f"{fn}: {name} must be {allowed}, got {name}={value!r}")
+  if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+    # bool, str and object dtypes: Python would turn "4" into 4.0 and True into 1.0.
+    raise ValueError(f"{fn}: {name} must be a number {allowed}, got {name}={value!r} "
+                     f"({type(value).__name__})")
   for v in np.ravel(values).astype(float):
     finite = math.isfinite(v) or (allow_inf and not math.isnan(v))
     if not finite or (ok is not None and not ok(v)):
@@ -79,11 +78,14 @@ def check_number(fn: str, name: str, value: Any, ok: Callable[[float], bool] | N
 
 
 def check_int(fn: str, name: str, value: Any, low: int | None = None, high: int | None = None,
-              ) -> int:
+              *, range_name: str | None = None) -> int:
   """`value` as a Python int: Python and numpy integers (not bools) in [low, high]; else a
-  ValueError naming the value and the allowed range."""
+  ValueError naming the value and the allowed range (`range_name` describes it, e.g.
+  "[1, group size 4]")."""
   bounds = f"in [{low}, {high}]" if low is not None and high is not None else (
       f">= {low}" if low is not None else "")
+  if range_name is not None:
+    bounds = f"in {range_name}"
   allowed = f"an integer {bounds}".strip()
   if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
     raise ValueError(f"{fn}: {name} must be {allowed}, got {name}={value!r}")

@@ -10,7 +10,9 @@ Three action distributions cover the trainer's needs:
   regulariser used by Brax's PPO for its entropy bonus).
 `Categorical` and `Gaussian` also have the exact `kl(other)` (TRPO's trust region; for the
 tanh-Gaussian, KL is invariant under the bijection tanh, so `Gaussian.kl` of the pre-tanh
-parameters is its KL too). The entropy and KL functions are also exposed on their own for use in users' losses.
+parameters is its KL too). The entropy and KL functions are also exposed on their own for use in
+users' losses. `sample` and `sample_and_log_prob` take the PRNG key positionally or as distrax's
+`seed=` keyword, and an optional `sample_shape` of leading sample axes.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Array = jax.Array
 
@@ -47,10 +50,18 @@ def gaussian_entropy(log_std: Array) -> Array:
 
 
 def categorical_kl(logits_p: Array, logits_q: Array) -> Array:
-  """KL(p‖q) = Σ_a p(a) (log p(a) − log q(a)) over the last axis [..., A] → [...] (exact)."""
-  log_p = jax.nn.log_softmax(logits_p, axis=-1)
-  log_q = jax.nn.log_softmax(logits_q, axis=-1)
-  return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
+  """KL(p‖q) = Σ_a p(a) (log p(a) − log q(a)) over the last axis [..., A] → [...] (exact).
+
+  Actions with −inf logits under p (masked) contribute 0 (0·log 0 = 0, selected out before the
+  product, so value and gradient stay finite); an action allowed by p but masked in q makes the
+  KL +inf, as it should.
+  """
+  allowed = logits_p != -jnp.inf
+  zero = jnp.zeros((), jnp.result_type(logits_p))
+  log_p = jax.nn.log_softmax(jnp.where(allowed, logits_p, zero), axis=-1, where=allowed)
+  log_p = jnp.where(allowed, log_p, 0.0)
+  log_q = jnp.where(allowed, jax.nn.log_softmax(logits_q, axis=-1), 0.0)
+  return jnp.sum(jnp.where(allowed, jnp.exp(log_p) * (log_p - log_q), 0.0), axis=-1)
 
 
 def gaussian_kl(mean_p: Array, log_std_p: Array, mean_q: Array, log_std_q: Array) -> Array:
@@ -79,15 +90,51 @@ def _gaussian_log_prob(mean, log_std, x):
   return jnp.sum(-0.5 * z * z - log_std - _HALF_LOG_2PI, axis=-1)
 
 
+def _sampling_key(owner: str, key, seed) -> Array:
+  """The PRNG key of a `sample` call: positional `key` (this library) or `seed=` (distrax); an
+  integer seed becomes `jax.random.key(seed)`, as in distrax."""
+  if (key is None) == (seed is None):
+    raise ValueError(f"{owner}: pass exactly one PRNG key, positionally or as seed= (distrax "
+                     f"style); got key={key!r}, seed={seed!r}")
+  key = key if seed is None else seed
+  if isinstance(key, (int, np.integer)) and not isinstance(key, (bool, np.bool_)):
+    return jax.random.key(int(key))
+  return key
+
+
+def _shape(sample_shape) -> tuple[int, ...]:
+  return (sample_shape,) if isinstance(sample_shape, (int, np.integer)) else tuple(sample_shape)
+
+
 class Categorical(NamedTuple):
+  """Discrete actions over the last axis of `logits` [..., A]; −inf logits mark masked actions
+  (never sampled; `entropy` is the entropy over the allowed ones)."""
+
   logits: Array  # [..., A]
 
-  def sample(self, key: Array) -> Array:
-    return jax.random.categorical(key, self.logits, axis=-1)
+  def sample(self, key: Array | None = None, *, seed: Array | int | None = None,
+             sample_shape: int | tuple[int, ...] = ()) -> Array:
+    """Actions [*sample_shape, ...]. The key goes positionally or as `seed=` (distrax)."""
+    key = _sampling_key("Categorical.sample", key, seed)
+    shape = _shape(sample_shape)
+    if not shape:
+      return jax.random.categorical(key, self.logits, axis=-1)
+    return jax.random.categorical(key, self.logits, axis=-1, shape=shape + self.logits.shape[:-1])
 
   def log_prob(self, action: Array) -> Array:
     log_p = jax.nn.log_softmax(self.logits, axis=-1)
+    action = jnp.asarray(action)
+    batch = jnp.broadcast_shapes(action.shape, log_p.shape[:-1])  # leading sample axes allowed
+    log_p = jnp.broadcast_to(log_p, batch + log_p.shape[-1:])
+    action = jnp.broadcast_to(action, batch)
     return jnp.take_along_axis(log_p, action[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+  def sample_and_log_prob(self, key: Array | None = None, *, seed: Array | int | None = None,
+                          sample_shape: int | tuple[int, ...] = ()) -> tuple[Array, Array]:
+    """(actions, their log-probs), as distrax's `sample_and_log_prob`."""
+    action = self.sample(_sampling_key("Categorical.sample_and_log_prob", key, seed),
+                         sample_shape=sample_shape)
+    return action, self.log_prob(action)
 
   def entropy(self, key: Array | None = None) -> Array:
     del key
@@ -105,11 +152,22 @@ class Gaussian(NamedTuple):
   mean: Array  # [..., D]
   log_std: Array  # broadcastable to mean
 
-  def sample(self, key: Array) -> Array:
-    return self.mean + jnp.exp(self.log_std) * jax.random.normal(key, self.mean.shape, self.mean.dtype)
+  def sample(self, key: Array | None = None, *, seed: Array | int | None = None,
+             sample_shape: int | tuple[int, ...] = ()) -> Array:
+    """Actions [*sample_shape, ..., D]. The key goes positionally or as `seed=` (distrax)."""
+    key = _sampling_key("Gaussian.sample", key, seed)
+    noise = jax.random.normal(key, _shape(sample_shape) + self.mean.shape, self.mean.dtype)
+    return self.mean + jnp.exp(self.log_std) * noise
 
   def log_prob(self, action: Array) -> Array:
     return _gaussian_log_prob(self.mean, self.log_std, action)
+
+  def sample_and_log_prob(self, key: Array | None = None, *, seed: Array | int | None = None,
+                          sample_shape: int | tuple[int, ...] = ()) -> tuple[Array, Array]:
+    """(actions, their log-probs), as distrax's `sample_and_log_prob`."""
+    action = self.sample(_sampling_key("Gaussian.sample_and_log_prob", key, seed),
+                         sample_shape=sample_shape)
+    return action, self.log_prob(action)
 
   def entropy(self, key: Array | None = None) -> Array:
     del key
@@ -130,12 +188,24 @@ class TanhGaussian(NamedTuple):
   log_std: Array
   eps: float = 1e-6  # keeps atanh finite for actions that rounded to ±1
 
-  def sample(self, key: Array) -> Array:
-    return jnp.tanh(Gaussian(self.mean, self.log_std).sample(key))
+  def sample(self, key: Array | None = None, *, seed: Array | int | None = None,
+             sample_shape: int | tuple[int, ...] = ()) -> Array:
+    """Actions [*sample_shape, ..., D]. The key goes positionally or as `seed=` (distrax)."""
+    key = _sampling_key("TanhGaussian.sample", key, seed)
+    return jnp.tanh(Gaussian(self.mean, self.log_std).sample(key, sample_shape=sample_shape))
 
   def log_prob(self, action: Array) -> Array:
     u = jnp.arctanh(jnp.clip(action, -1.0 + self.eps, 1.0 - self.eps))
     return _gaussian_log_prob(self.mean, self.log_std, u) - tanh_log_det_jacobian(u)
+
+  def sample_and_log_prob(self, key: Array | None = None, *, seed: Array | int | None = None,
+                          sample_shape: int | tuple[int, ...] = ()) -> tuple[Array, Array]:
+    """(actions, their log-probs), the log-prob from the pre-tanh sample u (exact even where
+    tanh(u) rounds to ±1, unlike `log_prob(action)`, which clips the action by `eps`)."""
+    key = _sampling_key("TanhGaussian.sample_and_log_prob", key, seed)
+    u = Gaussian(self.mean, self.log_std).sample(key, sample_shape=sample_shape)
+    log_prob = _gaussian_log_prob(self.mean, self.log_std, u) - tanh_log_det_jacobian(u)
+    return jnp.tanh(u), log_prob
 
   def entropy(self, key: Array | None = None) -> Array:
     log_std = jnp.broadcast_to(self.log_std, self.mean.shape)

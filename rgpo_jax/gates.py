@@ -17,7 +17,7 @@ algorithm:
 | `dual_clip`     | as ppo_clip; for Â < 0 also min(·, c) | r·1[unclipped], 0 for Â < 0, r > c |
 | `dpo_drift`     | r − drift(r, Â)/Â (Lu et al.)  | r·sech²((r−1)Â/α) (Â ≥ 0, r > 1), …   |
 | `truncated`     | clip(r, low, high)            | r inside [low, high], 0 outside        |
-| `sigmoid` (RGPO)| σ(k(r−1))                     | k·σ(1−σ)·r, bounded                    |
+| `sigmoid` (RGPO paper) | σ(k(r−1))              | k·σ(1−σ)·r, bounded                    |
 | `pessimistic_sigmoid` | σ(k(r−1)) improving side, ½ + (k/4)(r−1) other side | k·σ(1−σ)·r / (k/4)·r |
 | `sapo`          | (4/τ)·σ(τ(r−1)), τ by sign(Â) | 4σ(1−σ)·r                              |
 | `erf`           | 1 + √(π/2)/τ·erf(τ(r−1)/√2)   | exp(−τ²(r−1)²/2)·r                     |
@@ -28,6 +28,15 @@ Reconstruction note: the RGPO paper's full text is not available. The sigmoid fo
 r = 1 comes from third-party readers of the paper; the g's of REINFORCE/IS/PPO are
 reconstructions consistent with the paper's w's (see docs/method.md). The erf, arctan and
 softsign families are those of arXiv 2602.19345, SAPO is arXiv 2511.20347.
+
+Which gate the trainer calls RGPO: `rgpo train --algo rgpo` uses `pessimistic_sigmoid` (k = 4),
+this project's variant; the paper's plain sigmoid is `--algo rgpo_sigmoid`. Measured
+(experiments/kl_stability): on Pendulum-v1 with the issue-10 settings (3 seeds × 1e6 steps) the
+plain sigmoid collapsed at every k ∈ {2, 4, 8, 16} (final return −1.1e3 to −1.5e3, KL-spike rate
+1.0, mean KL 9–12) and so did the same sigmoid normalised to on-policy weight 1 (`sapo`, τ = k),
+where PPO reached −157 and the pessimistic sigmoid −157 (k = 4, spike rate 0.02; k = 16: 0.00).
+Neither the step scale w(1) = k/4 nor the band's width is the cause: samples that moved the wrong
+way for their advantage lose their weight and nothing pulls them back.
 
 A `Gate` is a frozen dataclass registered as a pytree: its numeric parameters (`params`) are
 leaves, so gates can be passed through `jit`, stacked and `vmap`-ed over (e.g. a sweep over k),
@@ -44,6 +53,8 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from rgpo_jax._checks import check_number
 
 Array = jax.Array
 GateFn = Callable[[Mapping[str, Array], Array, Array], Array]
@@ -98,16 +109,9 @@ def _as_float_arrays(ratio, advantage):
 
 
 def _check(gate: str, name: str, value: Any, ok: Callable[[float], bool], allowed: str):
-  if isinstance(value, jax.core.Tracer):
-    return
-  try:
-    # numpy, not jnp: inside a jit trace jnp would turn even a Python float into a tracer.
-    values = [float(v) for v in np.ravel(np.asarray(value, dtype=float))]
-  except (TypeError, ValueError):
-    raise ValueError(f"{gate} gate: {name} must be a number {allowed}, got {name}={value!r}")
-  for v in values:
-    if not (math.isfinite(v) and ok(v)):
-      raise ValueError(f"{gate} gate: {name} must be {allowed}, got {name}={value!r}")
+  """Python/numpy numbers or arrays of them, finite and `ok`; bools and strings are refused
+  (Python would turn "4" into 4.0 and True into 1.0); tracers pass (see above)."""
+  check_number(f"{gate} gate", name, value, ok, allowed)
 
 
 def _positive(gate, **kwargs):
@@ -116,9 +120,9 @@ def _positive(gate, **kwargs):
 
 
 def _param(value):
-  """Python numbers stay Python floats (weakly typed: exact in float64, no promotion of float32
+  """Python and numpy scalars become Python floats (weakly typed: exact in float64, no promotion of float32
   math); arrays and tracers (e.g. a vmapped sweep axis) pass through."""
-  if isinstance(value, (int, float)):
+  if isinstance(value, (int, float, np.integer, np.floating)):
     return float(value)
   return value
 
@@ -215,7 +219,8 @@ def sigmoid(k: float = 4.0) -> Gate:
   w_k(r) = k·σ(1−σ)·r is bounded (sup ≈ 0.394, 0.599, 1.058, 2.031, 5.013 for
   k = 1, 2, 4, 8, 20), so the gradient variance stays finite for heavy-tailed ratios.
   k = 4 gives the on-policy weight w(1) = 1 and the same gradient as SAPO with τ = 4.
-  Reconstructed from third-party descriptions of arXiv 2604.14895 (default k unknown).
+  Reconstructed from third-party descriptions of arXiv 2604.14895 (default k unknown). In the
+  trainer: `--algo rgpo_sigmoid`, not the default `rgpo` (it drifts; see the module docstring).
 
   Args:
     k: sharpness, > 0.
@@ -232,10 +237,12 @@ def pessimistic_sigmoid(k: float = 4.0) -> Gate:
 
   so w(r) = k·σ(1−σ)·r on the improving side (bounded, as RGPO) and w(r) = (k/4)·r on the
   worsening side, where, as with PPO-clip's min(), samples that moved the wrong way keep pulling
-  back. g is C¹ at r = 1. Motivation (measured, experiments/training/README.md): with the plain
-  sigmoid, samples that drift the wrong way get a vanishing weight and nothing pulls them back;
-  on Breakout-MinAtar at lr 5e-4 the plain k = 4 gate had KL spikes in 56% of updates, this one
-  in 4%, at a similar return. Like PPO-clip, its weight is unbounded on the worsening side.
+  back. g is C¹ at r = 1. The trainer's `--algo rgpo` (and `rgpo_pessimistic`). Motivation
+  (measured, experiments/kl_stability and experiments/training): with the plain sigmoid, samples
+  that drift the wrong way get a vanishing weight and nothing pulls them back; on Pendulum-v1 the
+  plain k = 4 gate collapsed (−1.47e3, KL spikes in every update) where this one reached −157
+  like PPO (spike rate 0.02); on Breakout-MinAtar at lr 5e-4 the plain gate had KL spikes in 59%
+  of updates, this one in 3%. Like PPO-clip, its weight is unbounded on the worsening side.
   """
   _positive("pessimistic_sigmoid", k=k)
   return Gate("pessimistic_sigmoid", _pessimistic_sigmoid_fn, {"k": _param(k)})

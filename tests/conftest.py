@@ -6,6 +6,23 @@ import os
 import jax
 import pytest
 
+try:
+  from hypothesis import HealthCheck, Phase, settings
+except ImportError:  # the property tests skip themselves without hypothesis (dev extra)
+  settings = None
+
+if settings is not None:
+  # "ci" (default): derandomized, a fixed example sequence, no example database and no shrinking
+  # (a failure prints its reproduce_failure blob), so every run of the suite tests the same cases
+  # in bounded time. HYPOTHESIS_PROFILE=dev explores more and shrinks failures.
+  settings.register_profile("ci", derandomize=True, database=None, max_examples=25,
+                            deadline=None, print_blob=True,
+                            phases=[Phase.explicit, Phase.reuse, Phase.generate],
+                            suppress_health_check=[HealthCheck.too_slow])
+  settings.register_profile("dev", max_examples=500, deadline=None,
+                            suppress_health_check=[HealthCheck.too_slow])
+  settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
 
 @pytest.fixture
 def x64():

@@ -70,6 +70,55 @@ def test_normalize_has_zero_mean_unit_std_over_valid_entries():
   a = jnp.array([1.0, 2.0, 3.0, 100.0])
   out = advantages.normalize(a, jnp.array([True, True, True, False]))
   np.testing.assert_allclose(out[:3], [-np.sqrt(1.5), 0.0, np.sqrt(1.5)], rtol=1e-6)
+  # NaN/inf padding is inert (value and gradient); padded outputs are 0; 0/1 masks work.
+  padded = a.at[3].set(jnp.nan)
+  for mask in (jnp.array([True, True, True, False]), np.array([1, 1, 1, 0])):
+    out = advantages.normalize(padded, mask)
+    np.testing.assert_allclose(out, [-np.sqrt(1.5), 0.0, np.sqrt(1.5), 0.0], rtol=1e-6)
+  grad = jax.grad(lambda x: advantages.normalize(x, mask)[0])(padded)
+  assert np.all(np.isfinite(grad)) and float(grad[3]) == 0.0
+  with pytest.raises(ValueError, match=re.escape("normalize: mask must be boolean or 0/1 (it "
+                                                 "selects entries, it is not a weight), got mask "
+                                                 "values [0.5]")):
+    advantages.normalize(a, jnp.array([1.0, 0.5, 1.0, 1.0]))
+
+
+def test_gae_promotes_integer_and_mixed_precision_inputs_to_one_float_dtype():
+  T, B = 5, 2
+  rng = np.random.default_rng(4)
+  rewards = rng.normal(size=(T, B))
+  values = rng.integers(-3, 3, (T, B))
+  next_values = rng.integers(-3, 3, (T, B))
+  terminated = np.zeros((T, B))
+  truncated = (rng.random((T, B)) < 0.3).astype(np.int32)   # 0/1 numbers work as flags
+  expected = _gae_loop(rewards, values, next_values, terminated.astype(bool),
+                       truncated.astype(bool), 0.9, 0.8)
+  adv, ret = advantages.gae(rewards, values, next_values, terminated, truncated, 0.9, 0.8)
+  assert adv.dtype == ret.dtype == jnp.float64
+  np.testing.assert_allclose(adv, expected, rtol=1e-12)
+  # float64 rewards with float32 values: float64 out; integer rewards and values: a float out.
+  adv, _ = advantages.gae(rewards, values.astype(np.float32), next_values.astype(np.float32),
+                          terminated, truncated, 0.9, 0.8)
+  assert adv.dtype == jnp.float64
+  np.testing.assert_allclose(adv, expected, rtol=1e-6)
+  adv, _ = advantages.gae(values, values, next_values, terminated, truncated, 0.9, 0.8)
+  assert jnp.issubdtype(adv.dtype, jnp.floating)
+  with jax.enable_x64(False):
+    adv, _ = advantages.gae(jnp.asarray(rewards, jnp.float32), jnp.asarray(values, jnp.int32),
+                            jnp.asarray(next_values, jnp.int32), terminated, truncated, 0.9, 0.8)
+    assert adv.dtype == jnp.float32
+    np.testing.assert_allclose(adv, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_numpy_integers_are_accepted_where_ints_are():
+  rewards = jnp.asarray([[1.0, 0.0, 0.0, 1.0, 0.0]])
+  for k in (np.int64(2), np.uint8(2)):
+    np.testing.assert_array_equal(advantages.pass_at_k_advantages(rewards, k=k),
+                                  advantages.pass_at_k_advantages(rewards, k=2))
+    np.testing.assert_array_equal(advantages.surrogate_advantages(rewards, "pass_at_k", k=k),
+                                  advantages.surrogate_advantages(rewards, "pass_at_k", k=2))
+  np.testing.assert_array_equal(advantages.grpo_advantages(rewards, ddof=np.int64(0)),
+                                advantages.grpo_advantages(rewards, ddof=0))
 
 
 def test_group_relative_advantages_against_plain_formulas():
@@ -142,6 +191,22 @@ def test_pass_at_k_surrogate_weights_hard_prompts_more():
     (lambda: advantages.rloo_advantages(jnp.zeros((2, 1))), "needs groups of at least 2 samples"),
     (lambda: advantages.surrogate_advantages(jnp.zeros((2, 4)), "pass@k"),
      "surrogate must be one of ['arcsin', 'pass_at_1', 'pass_at_k'] or a callable F(rho), got surrogate='pass@k'"),
+    (lambda: advantages.gae(*(jnp.zeros((3, 2)),) * 5, gamma="0.9"),
+     "gae: gamma must be a number in [0, 1], got gamma='0.9' (str)"),
+    (lambda: advantages.gae(*(jnp.zeros((3, 2)),) * 5, lambda_=True),
+     "gae: lambda_ must be a number in [0, 1], got lambda_=True (bool)"),
+    (lambda: advantages.gae(*(jnp.zeros((3, 2)),) * 5, gamma=float("nan")), "got gamma=nan"),
+    (lambda: advantages.pass_at_k_advantages(jnp.zeros((2, 4)), True),
+     "k must be an integer in [1, group size 4], got k=True"),
+    (lambda: advantages.pass_at_k_advantages(jnp.zeros((2, 4)), 2.0),
+     "k must be an integer in [1, group size 4], got k=2.0"),
+    (lambda: advantages.surrogate_advantages(jnp.zeros((2, 4)), "pass_at_k", k=np.int64(9)),
+     "surrogate_advantages: k must be an integer in [1, group size 4], got k=9"),
+    (lambda: advantages.gpg_advantages(jnp.zeros((2, 4)), f_norm="2"),
+     "gpg_advantages: f_norm must be a number > 0 (finite), got f_norm='2' (str)"),
+    (lambda: advantages.gpg_advantages(jnp.zeros((2, 4)), f_norm=float("nan")), "got f_norm=nan"),
+    (lambda: advantages.discounted_returns(jnp.zeros((2, 4)), gamma="1"),
+     "discounted_returns: gamma must be a number in [0, 1], got gamma='1' (str)"),
 ])
 def test_bad_inputs_raise_clear_errors(call, message):
   with pytest.raises(ValueError, match=re.escape(message)):

@@ -79,6 +79,9 @@ def test_existing_run_is_never_overwritten(run_dir, capsys, snapshot):
     (["--algo", "ppo", "--k", "8"], "k is not a parameter of algo 'ppo' (its gate parameters: "
                                     "epsilon)"),
     (["--algo", "rgpo", "--epsilon", "0.1"], "epsilon is not a parameter of algo 'rgpo'"),
+    (["--algo", "awr", "--k", "2"], "k is not a parameter of algo 'awr'"),
+    (["--algo", "ppo", "--max-kl", "0.02"], "max_kl is not a parameter of algo 'ppo' (its "
+                                            "update-rule parameters: none)"),
     (["--env-kwarg", "foo=1"], "--env-kwarg foo=1: not accepted by env 'CartPole-v1'"),
     (["--env-kwarg", "max_episode_steps=abc"], "--env-kwarg max_episode_steps=abc: not "
                                                "accepted by env 'CartPole-v1'"),
@@ -210,3 +213,34 @@ def test_host_loop_functions_are_at_most_80_lines():
           if node.end_lineno - node.lineno + 1 > 80:
             long[f"{name}.py:{node.lineno} {node.name}"] = node.end_lineno - node.lineno + 1
   assert long == {}
+
+
+def test_metric_lines_are_the_json_dumps_of_each_record():
+  from rgpo_jax.training import io  # pylint: disable=import-outside-toplevel
+  from rgpo_jax.training.sweep import Sweep  # pylint: disable=import-outside-toplevel
+  from rgpo_jax.training.train import METRICS  # pylint: disable=import-outside-toplevel
+  sweep = Sweep(TrainConfig(num_envs=2, num_steps=8, total_steps=64, num_minibatches=2,
+                            hidden=(8,)), {"lr": [1e-3, 3e-4]}, num_seeds=2)
+  rng = np.random.default_rng(0)
+  chunk = {k: (rng.standard_normal((4, 3)) * 10.0 ** rng.integers(-30, 30, (4, 3)))
+           .astype(np.float32) for k in METRICS}
+  chunk["episode_return"][0, :2] = np.nan
+  chunk["approx_kl"][3, 2] = np.inf
+  chunk["episodes"] = rng.integers(0, 5, (4, 3)).astype(np.int32)
+  expected = []
+  for u in range(3):  # update-major, one record per run
+    for r in range(4):
+      rec = {"run": r, "seed": r % 2, "hparams": {"lr": [1e-3, 3e-4][r // 2]},
+             "update": 10 + u + 1, "env_steps": (10 + u + 1) * 16}
+      for name in METRICS:
+        x = float(chunk[name][r, u])
+        rec[name] = float(f"{x:.7g}") if np.isfinite(x) else None
+      expected.append(json.dumps(rec))
+  assert io._metric_lines(sweep, chunk, 10) == expected  # pylint: disable=protected-access
+
+
+def test_gate_parameter_of_trpos_gate_is_accepted():
+  config = TrainConfig(algo="trpo", trpo_gate="rgpo", k=8.0)
+  train_cli.check_algo_params(config, {"k", "max_kl", "lr"})  # all used: no error
+  with pytest.raises(ValueError, match="epsilon is not a parameter of algo 'trpo'"):
+    train_cli.check_algo_params(config, {"epsilon"})

@@ -139,6 +139,30 @@ def test_gates_with_constant_parameters_can_be_built_inside_jit():
     jax.jit(lambda: gates.ppo_clip(2.0).weight(1.1, 1.0))()
 
 
+def _valid_params(name):
+  """Valid non-default parameters for every registered family (numbers only)."""
+  return {"sigmoid": dict(k=2.0), "pessimistic_sigmoid": dict(k=8.0), "sapo": dict(tau_pos=2.0),
+          "erf": dict(tau=2.0), "arctan": dict(tau=2.0), "softsign": dict(tau=2.0),
+          "ppo_clip": dict(epsilon=0.3), "truncated": dict(low=0.25, high=4.0),
+          "dual_clip": dict(epsilon=0.3, c=4.0), "dpo_drift": dict(alpha=1.5, beta=0.5),
+          "cispo": dict(epsilon=0.3), "cispo_cap": dict(epsilon_max=4.0)}.get(name, {})
+
+
+def test_every_family_accepts_numpy_scalars_and_refuses_bools_and_strings():
+  checked = 0
+  for name in sorted(set(gates.FAMILIES) - {"detached"}):  # detached wraps a gate: no numbers
+    params = _valid_params(name)
+    reference = gates.make(name, **params)
+    for key, value in params.items():
+      as_numpy = dict(params, **{key: np.float32(value)})
+      assert gates.make(name, **as_numpy).params == pytest.approx(reference.params), name
+      for bad in (str(value), True):
+        with pytest.raises(ValueError, match=rf"must be a number .*got \w+={re.escape(repr(bad))}"):
+          gates.make(name, **dict(params, **{key: bad}))
+      checked += 1
+  assert checked >= 12  # the families with parameters were all covered
+
+
 def test_make_builds_by_name_and_rejects_unknown_names():
   assert gates.make("sigmoid", k=2.0).params["k"] == 2.0
   with pytest.raises(ValueError, match=r"unknown gate 'sigmiod'.*allowed: arctan"):
@@ -161,6 +185,13 @@ def test_make_builds_by_name_and_rejects_unknown_names():
     (lambda: gates.truncated(-1.0, 1.0), "low must be >= 0, got low=-1.0"),
     (lambda: gates.sigmoid("big"), "k must be a number"),
     (lambda: gates.custom(3), "custom gate: fn must be callable, got 3"),
+    # Python would convert these ("4" → 4.0, True → 1.0); a gate refuses them.
+    (lambda: gates.sigmoid("4"), "sigmoid gate: k must be a number > 0 (finite), got k='4' (str)"),
+    (lambda: gates.sigmoid(True), "sigmoid gate: k must be a number > 0 (finite), got k=True (bool)"),
+    (lambda: gates.ppo_clip(np.bool_(False)), "ppo_clip gate: epsilon must be a number in (0, 1)"),
+    (lambda: gates.erf("1.0"), "erf gate: tau_pos must be a number > 0 (finite), got tau_pos='1.0'"),
+    (lambda: gates.truncated(0.5, "2"), "truncated gate: high must be a number > 0"),
+    (lambda: gates.sigmoid(float("nan")), "got k=nan"),
 ])
 def test_bad_parameters_raise_errors_naming_the_value(build, message):
   with pytest.raises(ValueError, match=re.escape(message)):

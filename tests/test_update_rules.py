@@ -207,3 +207,17 @@ def test_rule_sweeps_are_accepted():
   assert len(check_grid(TrainConfig(algo="trpo"), {"max_kl": [0.005, 0.01, 0.02]})) == 3
   assert len(check_grid(TrainConfig(algo="trpo", trpo_gate="rgpo"), {"k": [2.0, 4.0]})) == 2
   assert len(check_grid(TrainConfig(algo="awr"), {"awr_beta": [0.5, 1.0]})) == 2
+
+
+def test_command_line_gate_and_rule_parameters_follow_the_update_rule():
+  from rgpo_jax.training.cli import check_algo_params
+  # TRPO takes its surrogate gate's parameters and its own; AWR only its own.
+  check_algo_params(TrainConfig(algo="trpo", trpo_gate="rgpo_sigmoid"), {"k", "max_kl"})
+  check_algo_params(TrainConfig(algo="awr"), {"awr_beta", "lr"})
+  for config, explicit, message in (
+      (TrainConfig(algo="trpo"), {"k"}, "k is not a parameter of algo 'trpo'"),
+      (TrainConfig(algo="ppo"), {"max_kl"}, "max_kl is not a parameter of algo 'ppo'"),
+      (TrainConfig(algo="awr"), {"cg_damping"}, "cg_damping is not a parameter of algo 'awr'")):
+    with pytest.raises(ValueError) as e:
+      check_algo_params(config, explicit)
+    assert message in str(e.value)

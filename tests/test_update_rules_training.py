@@ -94,7 +94,9 @@ def compile_cache(tmp_path_factory):
 @pytest.mark.parametrize("algo", ["trpo", "awr"])
 def test_resumed_run_ends_with_identical_params_checksum(algo, tmp_path):
   full, stopped = str(tmp_path / "full"), str(tmp_path / "stopped")
-  argv = TINY + ["--algo", algo]
+  # TRPO as a max_kl sweep (one compiled program for both radii), AWR with 2 seeds.
+  argv = TINY + ["--algo", algo] + (["--max-kl", "0.005,0.02", "--seeds", "1"]
+                                    if algo == "trpo" else [])
   assert cli.main(argv + ["--out", full]) == 0
   save = ckpt_lib.Checkpointer.save
 
@@ -116,7 +118,10 @@ def test_resumed_run_ends_with_identical_params_checksum(algo, tmp_path):
   lines = [json.loads(l) for l in open(os.path.join(full, "metrics.jsonl"))]
   assert len(lines) == 2 * 4
   if algo == "trpo":
-    assert all(l["step_accepted"] in (0.0, 1.0) and l["kl_after_step"] <= 0.01 for l in lines)
+    assert {l["hparams"]["max_kl"] for l in lines} == {0.005, 0.02}
+    assert all(l["step_accepted"] in (0.0, 1.0) for l in lines)
+    assert all(l["kl_after_step"] <= l["hparams"]["max_kl"] for l in lines)
+    assert any(l["kl_after_step"] > 0.005 for l in lines)  # the larger radius was used
   else:
     assert all(l["gate_mean"] is None and 0 < l["weight_max"] <= 20.0 for l in lines)
 

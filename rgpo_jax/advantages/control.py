@@ -5,15 +5,14 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rgpo_jax._checks import check_same_shape
+from rgpo_jax._checks import as_bool_mask, check_number, check_same_shape
 
 Array = jax.Array
 
 
 def _check_unit_interval(fn: str, **params):
   for name, v in params.items():
-    if not isinstance(v, jax.core.Tracer) and not 0.0 <= float(v) <= 1.0:
-      raise ValueError(f"{fn}: {name} must be in [0, 1], got {name}={v!r}")
+    check_number(fn, name, v, lambda x: 0.0 <= x <= 1.0, "in [0, 1]")
 
 
 def gae(
@@ -45,13 +44,17 @@ def gae(
 
   Returns:
     (advantages, returns) with returns = advantages + values (the λ-returns), both [T, ...];
-    stop-gradiented.
+    stop-gradiented, in the common float dtype of rewards, values and next_values (integer
+    inputs are promoted to the default float; float32 with float64 gives float64).
   """
   check_same_shape("gae", rewards=rewards, values=values, next_values=next_values,
                     terminated=terminated, truncated=truncated)
   _check_unit_interval("gae", gamma=gamma, lambda_=lambda_)
-  rewards, values, next_values = jax.lax.stop_gradient((rewards, values, next_values))
-  dtype = values.dtype
+  # One float dtype for the scan carry: integer inputs become floats, mixed precisions the wider.
+  dtype = jnp.result_type(rewards, values, next_values, float)
+  rewards, values, next_values = (jnp.asarray(x).astype(dtype) for x in
+                                  jax.lax.stop_gradient((rewards, values, next_values)))
+  terminated, truncated = jnp.asarray(terminated), jnp.asarray(truncated)
   not_terminated = 1.0 - terminated.astype(dtype)
   not_done = 1.0 - jnp.logical_or(terminated, truncated).astype(dtype)
   deltas = rewards + gamma * not_terminated * next_values - values
@@ -72,14 +75,26 @@ def normalize(advantages: Array, mask: Array | None = None, eps: float = 1e-8,
 
   Args:
     advantages: any shape.
-    mask: optional, same shape; entries with mask 0 do not count towards mean and std.
+    mask: optional, same shape, boolean or 0/1 (as `losses.masked_mean`): padded entries do not
+      count towards mean and std and are 0 in the output (NaN/inf there is inert).
     eps: added to the std.
     axis_name: inside pmap / shard_map, take mean and std over the entries of every device on
       this axis (data-parallel training: the statistics of the global minibatch).
   """
   psum = (lambda x: x) if axis_name is None else (lambda x: jax.lax.psum(x, axis_name))
-  m = jnp.ones_like(advantages) if mask is None else mask.astype(advantages.dtype)
-  n = jnp.maximum(psum(jnp.sum(m)), 1.0)
-  mean = psum(jnp.sum(advantages * m)) / n
-  var = psum(jnp.sum(jnp.square(advantages - mean) * m)) / n
-  return (advantages - mean) / (jnp.sqrt(var) + eps)
+  check_same_shape("normalize", advantages=advantages, mask=mask)
+  mask = as_bool_mask("normalize", mask)
+  if mask is None:
+    m = jnp.ones_like(advantages)
+    n = jnp.maximum(psum(jnp.sum(m)), 1.0)
+    mean = psum(jnp.sum(advantages)) / n
+    var = psum(jnp.sum(jnp.square(advantages - mean))) / n
+    return (advantages - mean) / (jnp.sqrt(var) + eps)
+  # Select, not multiply: NaN/inf padding must not reach the statistics (0·NaN = NaN).
+  dtype = jnp.result_type(advantages, float)
+  zero = jnp.zeros((), dtype)
+  advantages = jnp.where(mask, advantages, zero)
+  n = jnp.maximum(psum(jnp.sum(mask, dtype=dtype)), 1.0)
+  mean = psum(jnp.sum(advantages)) / n
+  var = psum(jnp.sum(jnp.where(mask, jnp.square(advantages - mean), zero))) / n
+  return jnp.where(mask, (advantages - mean) / (jnp.sqrt(var) + eps), zero)

@@ -20,7 +20,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from rgpo_jax._checks import check_same_shape
+from rgpo_jax._checks import check_number, check_same_shape
 
 Array = jax.Array
 
@@ -115,8 +115,7 @@ def gpg_advantages(rewards: Array, *, f_norm: float = 1.0,
   if alpha not in ("groups", "nonzero_rewards"):
     raise ValueError(f"gpg_advantages: alpha must be 'groups' or 'nonzero_rewards', got "
                      f"alpha={alpha!r}")
-  if not isinstance(f_norm, jax.core.Tracer) and not float(f_norm) > 0:
-    raise ValueError(f"gpg_advantages: f_norm must be > 0, got f_norm={f_norm!r}")
+  check_number("gpg_advantages", "f_norm", f_norm, lambda v: v > 0, "> 0 (finite)")
   dtype = jnp.result_type(rewards, float)
   centred = dr_grpo_advantages(rewards)
   if alpha == "groups":

@@ -9,6 +9,7 @@ from typing import Callable, Literal
 import jax
 import jax.numpy as jnp
 
+from rgpo_jax._checks import check_int
 from rgpo_jax.advantages.group import group_size as _group_size
 
 Array = jax.Array
@@ -23,9 +24,9 @@ def _log_comb(n: Array, k: Array) -> Array:
   return jnp.where(valid, out, -jnp.inf)
 
 
-def _check_k(fn: str, k: int, n: int):
-  if not isinstance(k, int) or not 1 <= k <= n:
-    raise ValueError(f"{fn}: k must be an integer in [1, group size {n}], got k={k!r}")
+def _check_k(fn: str, k: int, n: int) -> int:
+  """k as a Python int (numpy integers accepted; bools and floats refused), in [1, n]."""
+  return check_int(fn, "k", k, 1, n, range_name=f"[1, group size {n}]")
 
 
 def pass_at_k_advantages(rewards: Array, k: int, eps: float = 1e-6) -> Array:
@@ -47,7 +48,7 @@ def pass_at_k_advantages(rewards: Array, k: int, eps: float = 1e-6) -> Array:
     advantages of the same shape as `rewards`.
   """
   n = _group_size("pass_at_k_advantages", rewards, 1)
-  _check_k("pass_at_k_advantages", k, n)
+  k = _check_k("pass_at_k_advantages", k, n)
   dtype = jnp.result_type(rewards, float)
   correct = (rewards > 0.5).astype(dtype)
   c = jnp.sum(correct, axis=-1, keepdims=True)
@@ -107,7 +108,7 @@ def surrogate_advantages(
     omega = f_prime * safe_rho * (1.0 - safe_rho)
   elif surrogate in SURROGATES:
     if surrogate == "pass_at_k":
-      _check_k("surrogate_advantages", k, n)
+      k = _check_k("surrogate_advantages", k, n)
     omega = SURROGATES[surrogate](safe_rho, k)
   else:
     raise ValueError(f"surrogate_advantages: surrogate must be one of {sorted(SURROGATES)} or a "

@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from rgpo_jax._checks import as_bool_mask, check_same_shape
+from rgpo_jax._checks import as_bool_mask, check_number, check_same_shape
 from rgpo_jax.advantages.group import dr_grpo_advantages, group_size
 
 Array = jax.Array
@@ -27,8 +27,7 @@ def _valid(fn: str, x: Array, mask: Array | None) -> Array:
 def discounted_returns(token_rewards: Array, mask: Array | None = None,
                        gamma: float = 1.0) -> Array:
   """G_t = r_t + γ·m_{t+1}·G_{t+1} along the last axis, 0 on padding (verl's REINFORCE++ loop)."""
-  if not isinstance(gamma, jax.core.Tracer) and not 0.0 <= float(gamma) <= 1.0:
-    raise ValueError(f"discounted_returns: gamma must be in [0, 1], got gamma={gamma!r}")
+  check_number("discounted_returns", "gamma", gamma, lambda v: 0.0 <= v <= 1.0, "in [0, 1]")
   valid = _valid("discounted_returns", token_rewards, mask)
   r = jnp.where(valid, token_rewards, 0.0)
   carry = jnp.zeros(jnp.shape(r)[:-1], r.dtype)

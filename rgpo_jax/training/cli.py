@@ -24,7 +24,7 @@ FIELD_HELP: dict[str, str] = {
             + "; or trpo (natural gradient in a KL trust region) or awr (advantage-weighted "
               "regression)",
     "trpo_gate": "trpo: the gate of the surrogate, one of " + ", ".join(ALGOS)
-                 + " (importance = TRPO's own; rgpo = RGPO's sigmoid in a trust region)",
+                 + " (importance = TRPO's own; rgpo = RGPO's pessimistic sigmoid in a trust region)",
     "max_kl": "trpo: trust-region radius on the mean KL(π_old‖π_new) > 0",
     "cg_iters": "trpo: conjugate-gradient iterations >= 1",
     "cg_damping": "trpo: Fisher damping λ >= 0 in (F + λI)x = g",
@@ -32,7 +32,7 @@ FIELD_HELP: dict[str, str] = {
     "backtrack_coef": "trpo: line-search step shrink factor in (0, 1)",
     "awr_beta": "awr: temperature β > 0 of the weights exp(Â/β) (normalised Â)",
     "awr_max_weight": "awr: weight clip w_max > 0",
-    "k": "RGPO sigmoid sharpness k > 0 (gate σ(k(r−1)); k=4 gives weight 1 on-policy)",
+    "k": "sharpness k > 0 of rgpo / rgpo_sigmoid (σ(k(r−1)); k=4 gives weight 1 on-policy)",
     "epsilon": "PPO clip ε in (0, 1)",
     "tau": "temperature τ > 0 of sapo (τ_pos, default 1.0) / erf / arctan / softsign "
            "(default 1.0)",
@@ -184,17 +184,12 @@ class TrainPlan:
   control: Any  # io.RunControl
 
 
-def _gate_param_fields() -> set[str]:
-  return {p for _, params in ALGOS.values() for p in params}
-
-
 def check_algo_params(config: TrainConfig, explicit: set[str]) -> None:
-  """Refuse a gate parameter given on the command line that the chosen algo does not use
-  (the same message as for a swept one, see `sweep.check_grid`)."""
-  algo_fields = ALGOS.get(config.algo, (None, ()))[1]
-  for name in sorted((explicit & _gate_param_fields()) - set(algo_fields)):
-    raise ValueError(f"{name} is not a parameter of algo {config.algo!r} (its gate parameters: "
-                     f"{', '.join(algo_fields) or 'none'})")
+  """Refuse a gate or update-rule parameter given on the command line that the chosen algo
+  does not use, exactly as a swept one is refused (`sweep.check_grid`, same message)."""
+  from rgpo_jax.training.sweep import check_grid  # pylint: disable=import-outside-toplevel
+  given = sorted(explicit & set(SWEEPABLE))
+  check_grid(config, {name: [getattr(config, name)] for name in given})
 
 
 def default_out_dir(config: TrainConfig, base: str = "runs") -> str:

@@ -24,9 +24,12 @@ import jax.numpy as jnp
 from rgpo_jax import gates
 from rgpo_jax.training import gate_width
 
-# algo -> (gate family, config fields that are its parameters)
+# algo -> (gate family, config fields that are its parameters). `rgpo` is the pessimistic sigmoid:
+# the paper's plain sigmoid (`rgpo_sigmoid`) collapsed at every k where PPO learns (Pendulum-v1,
+# issue 10 settings, 3 seeds × 1e6 steps: −1.1e3 to −1.5e3, KL-spike rate 1.0, against PPO −157;
+# the pessimistic sigmoid k = 4: −157, spike rate 0.02; experiments/kl_stability).
 ALGOS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "rgpo": ("sigmoid", ("k",)),
+    "rgpo": ("pessimistic_sigmoid", ("k",)),
     "ppo": ("ppo_clip", ("epsilon",)),
     "importance": ("importance", ()),
     "reinforce": ("reinforce", ()),
@@ -35,8 +38,8 @@ ALGOS: dict[str, tuple[str, tuple[str, ...]]] = {
     "arctan": ("arctan", ("tau", "tau_neg")),
     "softsign": ("softsign", ("tau", "tau_neg")),
     "truncated": ("truncated", ("low", "high")),
-    "rgpo_pessimistic": ("pessimistic_sigmoid", ("k",)),
     "rgpo_sigmoid": ("sigmoid", ("k",)),
+    "rgpo_pessimistic": ("pessimistic_sigmoid", ("k",)),  # the same gate as rgpo
 }
 
 # Algorithms that are an update rule of their own (every other algo is a gate of "gated").
@@ -73,7 +76,8 @@ class TrainConfig:
       temperatures; None = family default), low / high (truncated band).
   TRPO (algo "trpo", `update_rules.natural_gradient`):
     trpo_gate: the surrogate's gate, a name of `ALGOS` ("importance" = TRPO's own r·Â; "rgpo"
-      puts RGPO's sigmoid inside the trust region; its parameters are the fields above).
+      puts RGPO's pessimistic sigmoid, "rgpo_sigmoid" the paper's plain one, inside the trust
+      region; its parameters are the fields above).
     max_kl: trust-region radius on the mean KL(π_old‖π_new) (> 0).
     cg_iters, cg_damping: conjugate-gradient iterations (>= 1) and Fisher damping (>= 0).
     backtrack_iters, backtrack_coef: line-search trials (>= 1) and step shrink factor in (0, 1).

@@ -175,19 +175,28 @@ def summarize(sweep: Sweep, metrics: dict[str, np.ndarray], compile_seconds: flo
   }
 
 
+def json_floats(values: np.ndarray) -> list[str]:
+  """JSON texts of `values` (row-major) at float32 precision: `json.dumps(_json_float(x, 7))`
+  for each, i.e. the shortest repr of x rounded to 7 significant digits, `null` if not finite."""
+  return [repr(float("%.7g" % v)) if math.isfinite(v) else "null"
+          for v in np.asarray(values, np.float64).ravel().tolist()]
+
+
 def _metric_lines(sweep: Sweep, chunk: dict[str, np.ndarray], first_update: int) -> list[str]:
-  cfg = sweep.config
+  """metrics.jsonl lines of a chunk ([R, U] metrics), update-major: the text of
+  `json.dumps({"run", "seed", "hparams", "update", "env_steps", *METRICS})` for each, built
+  from a %-template (formatting dominates the host loop's CPU time)."""
+  batch = sweep.config.batch_size
+  template = ('{"run": %d, "seed": %d, "hparams": %s, "update": %d, "env_steps": %d, '
+              + ", ".join(f'"{name}": %s' for name in METRICS) + "}")
+  runs = [(r, int(sweep.seed_of_run[r]), json.dumps(sweep.settings[sweep.setting_of_run[r]]))
+          for r in range(sweep.num_runs)]
+  columns = [json_floats(np.asarray(chunk[name]).T) for name in METRICS]  # [U·R] each
   lines = []
-  num = next(iter(chunk.values())).shape[1]
-  for u in range(num):
-    update = first_update + u
-    for r in range(sweep.num_runs):
-      rec = {"run": r, "seed": int(sweep.seed_of_run[r]),
-             "hparams": sweep.settings[sweep.setting_of_run[r]], "update": update + 1,
-             "env_steps": (update + 1) * cfg.batch_size}
-      for name in METRICS:
-        rec[name] = _json_float(chunk[name][r, u], digits=7)  # float32 precision
-      lines.append(json.dumps(rec))
+  for i, values in enumerate(zip(*columns)):
+    u, r = divmod(i, sweep.num_runs)
+    update = first_update + u + 1
+    lines.append(template % (runs[r] + (update, update * batch) + values))
   return lines
 
 

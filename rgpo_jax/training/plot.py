@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from rgpo_jax.training.config import ALGOS
+from rgpo_jax.training.config import ALGOS, RULE_HPARAMS, UPDATE_RULE_ALGOS
 
 # Record keys that are not metrics.
 _RECORD_KEYS = ("run", "seed", "hparams", "update", "env_steps")
@@ -104,20 +104,31 @@ def _fmt(value: Any) -> str:
   return str(value)
 
 
+def _algo_fields(settings: dict[str, Any]) -> tuple[str, ...]:
+  """The settings that define the algo: its gate's parameters and its update rule's."""
+  algo = settings["algo"]
+  gate_algo = settings.get("trpo_gate") if algo == "trpo" else algo
+  rule = RULE_HPARAMS.get(UPDATE_RULE_ALGOS.get(algo, "gated"), ())
+  return tuple(ALGOS.get(gate_algo, (None, ()))[1]) + tuple(rule)
+
+
 def legend_labels(curves: Sequence[Curve]) -> list[str]:
   """'ALGO gate params, other differing settings (N seeds)' for each curve of one figure.
 
-  The algo's gate parameters are always shown; any other setting appears when it differs
-  between the curves (e.g. lr). Curves still alike are told apart by their run folder.
+  The algo's gate parameters are always shown, other algos' gate parameters never (a PPO run's
+  unused k says nothing); any other setting appears when it differs between the curves (e.g. lr).
+  Curves still alike are told apart by their run folder.
   """
   keys = sorted({k for c in curves for k in c.settings} - {"algo", "env", "seeds",
                                                            *_HOST_FIELDS})
-  differing = [k for k in keys if len({_fmt(c.settings.get(k)) for c in curves}) > 1]
+  # A setting missing from some runs' config (written before the field existed) is not a difference.
+  differing = [k for k in keys
+               if len({_fmt(c.settings[k]) for c in curves if c.settings.get(k) is not None}) > 1]
+  all_gate_fields = {f for _, fields in ALGOS.values() for f in fields}
   labels = []
   for c in curves:
-    gate_fields = ALGOS.get(c.settings["algo"], (None, ()))[1]
-    shown = [k for k in gate_fields if c.settings.get(k) is not None]
-    shown += [k for k in differing if k not in shown]
+    shown = [k for k in _algo_fields(c.settings) if c.settings.get(k) is not None]
+    shown += [k for k in differing if k not in shown and k not in all_gate_fields]
     text = c.settings["algo"] + "".join(
         f"{' ' if i == 0 else ', '}{k}={_fmt(c.settings.get(k))}" for i, k in enumerate(shown))
     labels.append(text)

@@ -127,7 +127,8 @@ def minibatch_permutations(key: Array, num: int, n: int) -> Array:
 
 
 class Trainer:
-  """Static parts of training (env, network, shapes) and the pure functions that use them.
+  """Static parts of training (env, network, shapes, the update rule `rule`) and the pure
+  functions that use them.
 
   `num_devices` > 1 makes the methods the per-device program of data-parallel training (call
   them inside `shard_map` / `pmap` with `axis_name`): each device holds num_envs/num_devices of

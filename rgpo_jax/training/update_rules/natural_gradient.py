@@ -11,7 +11,7 @@ The policy step, on the flat policy parameters θ (actor and log-std; `ravel_pyt
 
 F·v is forward-over-reverse (`jax.linearize` of `jax.grad` of the mean KL, linearised once per
 update and reused by every CG iteration), never a matrix. The surrogate's gate is any gate:
-`importance` (w = r, TRPO's own) by default, RGPO's sigmoid one flag away (`trpo_gate`).
+`importance` (w = r, TRPO's own) by default, RGPO's gates one flag away (`trpo_gate`).
 Everything is inside the compiled program (fori_loop CG, while_loop line search), so it runs
 under the sweep's vmap with a traced max_kl and damping. Data-parallel: g, every F·v, and the
 line search's surrogate and KL are averaged over the device axis, so every device takes the
@@ -141,9 +141,14 @@ def backtracking_line_search(objective_fn: Callable[[Array], Array],
   KL within max_kl; θ itself if none does (NaN values never qualify).
 
   Args:
-    objective_fn, kl_fn: θ [n] -> scalar, already averaged over devices (every device must
-      reach the same decision).
-    theta [n], full_step [n]; max_kl (traced); num_steps >= 1 and coef in (0, 1) (static).
+    objective_fn: θ [n] -> the objective to improve, already averaged over devices (every
+      device must reach the same decision).
+    kl_fn: θ [n] -> mean KL(π_old‖π_θ), already averaged over devices.
+    theta: the current point [n].
+    full_step: the largest step tried [n].
+    max_kl: the KL bound (traced).
+    num_steps: trials, >= 1 (static).
+    coef: shrink factor per trial, in (0, 1) (static).
   """
   f0 = objective_fn(theta)
 
