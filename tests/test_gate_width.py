@@ -25,8 +25,9 @@ def _step(width, width0, kl, target, spec):
 
 
 @pytest.mark.parametrize("kl, expected", [
-    (0.72, 4.0 * 1.2),             # KL/target − 1 = 35 → error clipped to +0.2
-    (0.021, 4.0 * 1.05),           # proportional: 0.021/0.02 − 1 = 0.05
+    (0.72, 4.0 * 2.0),             # KL/target − 1 = 35 → error clipped to +1
+    (0.03, 4.0 * 1.5),             # proportional: 0.03/0.02 − 1 = 0.5
+    (0.021, 4.0 * 1.05),           # 0.021/0.02 − 1 = 0.05
     (0.02, 4.0),                   # at target: unchanged
     (0.017, 4.0 * 0.85),           # 0.017/0.02 − 1 = −0.15
     (0.0, 4.0 * 0.8),              # error clipped to −0.2
@@ -36,26 +37,27 @@ def test_sigmoid_law_matches_hand_computation(kl, expected):
 
 
 def test_ppo_epsilon_moves_inversely_and_clips():
-  # tightness t = 1/ε: KL too high → t·1.2 → ε = 0.2/1.2.
-  assert _step(0.2, 0.2, 1.0, 0.02, PPO) == pytest.approx(0.2 / 1.2, rel=1e-6)
+  # tightness t = 1/ε: KL too high → t·2 (error clipped at +1) → ε = 0.2/2.
+  assert _step(0.2, 0.2, 1.0, 0.02, PPO) == pytest.approx(0.1, rel=1e-6)
   assert _step(0.2, 0.2, 0.0, 0.02, PPO) == pytest.approx(0.2 / 0.8, rel=1e-6)
-  # ε never exceeds 1 (t ≥ 1), nor goes below ε₀/64.
+  # ε never exceeds 1 (t ≥ 1), nor goes below ε₀/1024.
   assert _step(0.9, 0.2, 0.0, 0.02, PPO) == pytest.approx(1.0, rel=1e-6)
-  assert _step(0.2 / 64, 0.2, 1.0, 0.02, PPO) == pytest.approx(0.2 / 64, rel=1e-6)
+  assert _step(0.2 / 1024, 0.2, 1.0, 0.02, PPO) == pytest.approx(0.2 / 1024, rel=1e-6)
 
 
 def test_width_follows_a_fake_kl_sequence_within_its_range():
   width, widths = jnp.float32(4.0), []
-  kls = [0.5] * 30 + [0.0] * 60 + [float("nan")]
+  kls = [0.5] * 30 + [0.0] * 80 + [float("nan")]
   for kl in kls:
     width = gw.update_width(width, jnp.float32(4.0), jnp.float32(kl), jnp.float32(0.02), SIGMOID)
     widths.append(float(width))
   widths = np.asarray(widths)
   assert np.all(np.diff(widths[:30]) >= 0) and widths[0] > 4.0
-  assert widths[29] == pytest.approx(4.0 * 64, rel=1e-5)  # clipped at 64·k₀ (1.2³⁰ ≈ 237)
-  assert np.all(np.diff(widths[30:90]) <= 0) and widths[30] < widths[29]
-  assert widths[89] == pytest.approx(4.0 / 64, rel=1e-5)
-  assert widths[90] == widths[89]  # a non-finite KL leaves the width alone
+  assert widths[29] == pytest.approx(4.0 * 1024, rel=1e-5)  # clipped at 1024·k₀ (2¹⁰ = 1024)
+  assert widths[9] == pytest.approx(4.0 * 1024, rel=1e-5) and widths[8] == 4.0 * 512
+  assert np.all(np.diff(widths[30:110]) <= 0) and widths[30] == pytest.approx(widths[29] * 0.8)
+  assert widths[109] == pytest.approx(4.0 / 1024, rel=1e-5)  # 1024² · 0.8⁸⁰ < 1
+  assert widths[110] == widths[109]  # a non-finite KL leaves the width alone
 
 
 def test_normalised_gate_keeps_the_on_policy_weight(x64):
@@ -126,7 +128,7 @@ def test_sweep_over_two_targets_is_one_compile_and_follows_the_law():
     w = 4.0
     for u in range(8):
       assert width[run, u] == pytest.approx(w, rel=1e-5)
-      w = 4.0 * min(max(w / 4.0 * (1.0 + np.clip(kl[run, u] / target - 1.0, -0.2, 0.2)),
-                        1 / 64), 64)
+      w = 4.0 * min(max(w / 4.0 * (1.0 + np.clip(kl[run, u] / target - 1.0, -0.2, 1.0)),
+                        1 / 1024), 1024)
     assert float(state.gate_width[run]) == pytest.approx(w, rel=1e-5)
   assert float(state.gate_width[0]) > 4.0 > float(state.gate_width[1])  # tight: sharpened
