@@ -57,6 +57,18 @@ def test_other_algos_gate_parameters_are_not_shown(tmp_path):
                                                "sapo tau=2, tau_neg=2 (2 seeds)"]
 
 
+def test_settings_missing_from_older_runs_are_not_differences(tmp_path):
+  a = _run(str(tmp_path / "old"), algo="ppo")
+  b = _run(str(tmp_path / "new"), algo="ppo", lr=1e-3)
+  with open(os.path.join(a, "config.json")) as f:
+    old = json.load(f)
+  del old["config"]["max_grad_norm"]  # a field this run's version did not have
+  with open(os.path.join(a, "config.json"), "w") as f:
+    json.dump(old, f)
+  assert plot.legend_labels(_curves(a, b)) == ["ppo epsilon=0.2, lr=0.00025 (2 seeds)",
+                                               "ppo epsilon=0.2, lr=0.001 (2 seeds)"]
+
+
 def test_title_says_mean_std_over_n_seeds_only_when_n_above_1(tmp_path):
   one = _curves(_run(str(tmp_path / "one"), seeds=1))
   four = _curves(_run(str(tmp_path / "four"), seeds=4))

@@ -10,6 +10,10 @@ export PYTHONPATH=${KL_CODE:-$PWD}  # KL_CODE: a frozen copy of the library to r
 RGPO=${RGPO:-"python -m rgpo_jax.cli"}
 D=experiments/kl_stability
 
+trpo_cell() {  # TRPO landed on main during the study: its cells ran with a later copy (commit 0b30836)
+  PYTHONPATH=${KL_CODE_TRPO:-$PWD} cell "$@"
+}
+
 cell() {  # cell NAME ARGS...: one `rgpo train` run into $D/NAME
   local name=$1; shift
   if [ -f "$D/$name/summary.json" ]; then  # done (tidy it in case the run was cut off there)
@@ -19,7 +23,7 @@ cell() {  # cell NAME ARGS...: one `rgpo train` run into $D/NAME
   fi
   rm -rf "$D/$name"
   echo "== $name: $*"
-  $RGPO train "$@" --no-progress --out "$D/$name"
+  $RGPO train "$@" --no-progress --out "$D/$name" || { echo "FAILED $name"; return 0; }
   rm -rf "$D/$name/checkpoints"
   gzip -f "$D/$name/metrics.jsonl"
 }
@@ -43,6 +47,15 @@ pendulum() {
   done
 }
 
+# TRPO on the Pendulum check: its own surrogate (importance) and the paper's sigmoid inside the
+# trust region (does a hard KL limit rescue the plain sigmoid?).
+trpo_pendulum() {
+  local P="--env Pendulum-v1 --num-envs 16 --num-steps 256 --update-epochs 10 --num-minibatches 16
+           --lr 1e-3 --gamma 0.95 --seeds 3 --total-steps 1000000"
+  trpo_cell pendulum_trpo $P --algo trpo --max-kl 0.01
+  trpo_cell pendulum_trpo_rgpo_sigmoid $P --algo trpo --trpo-gate rgpo_sigmoid --k 4 --max-kl 0.01
+}
+
 # Breakout-MinAtar (experiments/training settings: 16 envs × 128 steps, 4 minibatches, lr
 # annealed, 128×128 relu), k ∈ {4, 16} × lr ∈ {3e-4, 1e-3} × 3 seeds in one program per gate and
 # epochs value, 1e5 steps per run (sized to the shared 2-core machine: the full k ∈ {2, 4, 8, 16}
@@ -59,6 +72,12 @@ breakout() {
     cell breakout_e${e}_ppo $B --update-epochs $e --algo ppo --epsilon 0.2
     cell breakout_e${e}_rgpo_pessimistic $B --update-epochs $e --algo rgpo_pessimistic --k 4,16
     cell breakout_e${e}_sapo_tau16 $B --update-epochs $e --algo sapo --tau 16 --tau-neg 16
+    # TRPO: lr and epochs set only its value-function fit; the policy step stays within max-kl.
+    trpo_cell breakout_e${e}_trpo $B --update-epochs $e --algo trpo --max-kl 0.01
+    # PPO without the global gradient-norm clip (0.5 above), in the most aggressive setting.
+    if [ $e = 10 ]; then
+      cell breakout_e${e}_ppo_noclip $B --update-epochs $e --algo ppo --epsilon 0.2 --max-grad-norm 0
+    fi
   done
 }
 
@@ -72,12 +91,13 @@ invpend() {
 }
 
 # "Standard MuJoCo PPO settings" (2048 steps per update, 10 epochs, 32 minibatches of 64, lr 3e-4
-# annealed, no entropy bonus), under which the paper's PPO spiked, on Pendulum-v1 (8 envs × 256
+# annealed, no entropy bonus; PPO also without the gradient-norm clip, as in the original PPO),
+# under which the paper's PPO spiked, on Pendulum-v1 (8 envs × 256
 # steps; γ 0.95 kept as Pendulum's discount), 3 seeds × 3e5 steps.
 mujoco() {
   local M="--env Pendulum-v1 --num-envs 8 --num-steps 256 --update-epochs 10 --num-minibatches 32
            --lr 3e-4 --ent-coef 0 --gamma 0.95 --seeds 3 --total-steps 300000"
-  cell mujocostd_pendulum_ppo $M --algo ppo --epsilon 0.2
+  cell mujocostd_pendulum_ppo $M --algo ppo --epsilon 0.2 --max-grad-norm 0.5,0
   cell mujocostd_pendulum_rgpo_sigmoid $M --algo rgpo_sigmoid --k 4
   cell mujocostd_pendulum_rgpo_pessimistic $M --algo rgpo_pessimistic --k 4
 }
@@ -103,7 +123,8 @@ hopper() {
   cell mujocostd_hopper_rgpo_pessimistic $S --algo rgpo_pessimistic --k 4,16
 }
 
-sections=${*:-"pendulum invpend mujoco breakout"}  # the study ran: pendulum invpend breakout4 mujoco breakout10
+sections=${*:-"pendulum invpend mujoco breakout trpo_pendulum"}
+# The study ran: pendulum invpend breakout4 mujoco breakout10 trpo_pendulum.
 breakout4() { EPOCHS=4 breakout; }
 breakout10() { EPOCHS=10 breakout; }
 for s in $sections; do $s; done

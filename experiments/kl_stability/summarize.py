@@ -50,7 +50,7 @@ def _settings_label(cfg: dict) -> str:
   """The rollout / optimisation shape shared by every row of a block."""
   batch = cfg["num_envs"] * cfg["num_steps"]
   return (f"{cfg['env']}: {cfg['num_envs']}×{cfg['num_steps']} = {batch} steps/update, "
-          f"{cfg['num_minibatches']} minibatches, γ {cfg['gamma']:g}, "
+          f"{cfg['num_minibatches']} minibatches, γ {cfg['gamma']:g}, entropy {cfg['ent_coef']:g}, "
           f"lr {'annealed' if cfg['anneal_lr'] else 'constant'}, {cfg['total_steps']:,} steps per run")
 
 
@@ -80,6 +80,7 @@ def rows(root: str) -> list[dict]:
           "folder": name, "block": _settings_label(cfg), "epochs": cfg["update_epochs"],
           "algo": algo, "param": param, "value": hp.get(param) if param else None,
           "lr": hp["lr"], "seeds": len(per["final_return_per_seed"]),
+          "trpo_gate": hp.get("trpo_gate"), "max_grad_norm": hp["max_grad_norm"],
           "final_mean": per["final_return_mean"], "final_std": per["final_return_std"],
           "start": curve[0], "peak": float(np.nanmax(curve)),
           "spike_rate": float(np.mean([r["kl_spike"] for r in recs])),
@@ -100,6 +101,8 @@ def _on_policy_weight(row: dict) -> str:
   """w(1) of the gate: k/4 for the RGPO sigmoids, 1 for PPO and the normalised sigmoid."""
   if row["algo"] in ("rgpo", "rgpo_sigmoid", "rgpo_pessimistic"):
     return f"{row['value'] / 4:g}"
+  if row["algo"] == "trpo":
+    return "–"  # a natural-gradient step scaled to the KL radius
   return "1"
 
 
@@ -117,8 +120,10 @@ def markdown(table: list[dict]) -> str:
                            if r["algo"] in _GATE_ORDER else 99, r["value"] or 0))
     for r in rs:
       symbol = {"tau": "τ", "epsilon": "ε"}.get(r["param"], r["param"])
-      name = "rgpo (pessimistic)" if r["algo"] == "rgpo" else r["algo"]
+      name = {"rgpo": "rgpo (pessimistic)",
+              "trpo": f"trpo, surrogate {r['trpo_gate']}"}.get(r["algo"], r["algo"])
       gate = name + (f" {symbol}={r['value']:g}" if r["param"] else "")
+      gate += ", no grad-norm clip" if r["max_grad_norm"] <= 0 else ""
       lines.append(
           f"| {r['epochs']} | {r['lr']:g} | {gate} | {_on_policy_weight(r)} | {r['seeds']} | "
           f"{_num(r['start'])} → {_num(r['peak'])} → **{_num(r['final_mean'])} ± {_num(r['final_std'], r['final_mean'])}** | "

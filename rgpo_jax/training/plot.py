@@ -121,7 +121,9 @@ def legend_labels(curves: Sequence[Curve]) -> list[str]:
   """
   keys = sorted({k for c in curves for k in c.settings} - {"algo", "env", "seeds",
                                                            *_HOST_FIELDS})
-  differing = [k for k in keys if len({_fmt(c.settings.get(k)) for c in curves}) > 1]
+  # A setting missing from some runs' config (written before the field existed) is not a difference.
+  differing = [k for k in keys
+               if len({_fmt(c.settings[k]) for c in curves if c.settings.get(k) is not None}) > 1]
   all_gate_fields = {f for _, fields in ALGOS.values() for f in fields}
   labels = []
   for c in curves:
