@@ -384,6 +384,28 @@ class _CustomFn:
     return self.user_fn(ratio, advantage)
 
 
+def scaled(gate: Gate, scale: float | Array = 1.0) -> Gate:
+  """The gate multiplied by a constant: g̃(r) = c·g(r), so w̃(r) = c·w(r).
+
+  `scale` c > 0 is a pytree leaf (params["scale"], next to the gate's own), so a trainer can
+  change it between updates without recompiling: the adaptive gate width
+  (`rgpo_jax.training.gate_width`) uses c = k₀/k to keep the sigmoid's on-policy weight
+  w(1) = k₀/4 while its sharpness k moves. The relative-slope diagnostics are unchanged.
+  """
+  _positive(f"scaled({gate.name})", scale=scale)
+  if "scale" in gate.params:
+    raise ValueError(f"scaled: gate {gate.name!r} already has a parameter named 'scale'")
+  return Gate(f"scaled({gate.name})", _ScaledFn(gate.fn), {**gate.params, "scale": _param(scale)})
+
+
+@dataclasses.dataclass(frozen=True)
+class _ScaledFn:
+  base_fn: GateFn
+
+  def __call__(self, params, ratio, advantage):
+    return params["scale"] * self.base_fn(params, ratio, advantage)
+
+
 # Name → constructor, for configs and the command line.
 FAMILIES: dict[str, Callable[..., Gate]] = {
     "sigmoid": sigmoid,

@@ -132,10 +132,16 @@ def adaptive_kl_init(init_coef: float) -> AdaptiveKLState:
 
 
 def adaptive_kl_update(state: AdaptiveKLState, current_kl: Array, n_steps: Array | int, *,
-                       target: float, horizon: float) -> AdaptiveKLState:
+                       target: float, horizon: float,
+                       error_clip: tuple[float, float] = (-0.2, 0.2)) -> AdaptiveKLState:
   """One step of Ziegler et al.'s proportional controller (arXiv 1909.08593, §2.2):
 
       e = clip(KL/KL_target − 1, −0.2, 0.2),    β ← β·(1 + e·n_steps/horizon).
+
+  `error_clip` generalises the ±0.2 band (Ziegler's, the default): an upper end above 0.2
+  reacts harder to KL spikes than to undershoots, which pulls the *mean* KL (not just the
+  typical one) towards the target when the KL is heavy-tailed (the adaptive gate width,
+  `rgpo_jax.training.gate_width`, uses (−0.2, 1.0)). Needs −1 < low ≤ 0 ≤ high.
 
   A pure function of its inputs (jit/scan-friendly; carry the state in your train state).
   verl `AdaptiveKLController`, TRL's PPO `AdaptiveKLController`.
@@ -146,9 +152,14 @@ def adaptive_kl_update(state: AdaptiveKLState, current_kl: Array, n_steps: Array
     n_steps: the number of samples (or steps) that batch counted for.
     target: KL_target > 0.
     horizon: > 0; larger means slower adaptation.
+    error_clip: (low, high) band of the relative error e, −1 < low ≤ 0 ≤ high.
   """
   for name, value in (("target", target), ("horizon", horizon)):
     if not isinstance(value, jax.core.Tracer) and not float(value) > 0:
       raise ValueError(f"adaptive_kl_update: {name} must be > 0, got {name}={value!r}")
-  error = jnp.clip(current_kl / target - 1.0, -0.2, 0.2)
+  low, high = error_clip
+  if not -1.0 < float(low) <= 0.0 <= float(high):
+    raise ValueError(f"adaptive_kl_update: error_clip must satisfy -1 < low <= 0 <= high, got "
+                     f"error_clip={error_clip!r}")
+  error = jnp.clip(current_kl / target - 1.0, low, high)
   return AdaptiveKLState(coef=state.coef * (1.0 + error * n_steps / horizon))

@@ -70,6 +70,19 @@ def test_adaptive_controller_follows_ziegler_update_and_scans():
   np.testing.assert_allclose(states.coef, expected, rtol=1e-13)
 
 
+def test_adaptive_controller_error_band_is_configurable():
+  # The gate width's asymmetric band: an overshoot of 35× moves by +100%, an undershoot by −20%.
+  up = kl.adaptive_kl_update(kl.adaptive_kl_init(2.0), 0.72, 1, target=0.02, horizon=1.0,
+                             error_clip=(-0.2, 1.0))
+  down = kl.adaptive_kl_update(kl.adaptive_kl_init(2.0), 0.0, 1, target=0.02, horizon=1.0,
+                               error_clip=(-0.2, 1.0))
+  mid = kl.adaptive_kl_update(kl.adaptive_kl_init(2.0), 0.03, 1, target=0.02, horizon=1.0,
+                              error_clip=(-0.2, 1.0))
+  assert float(up.coef) == pytest.approx(4.0, rel=1e-12)
+  assert float(down.coef) == pytest.approx(1.6, rel=1e-12)
+  assert float(mid.coef) == pytest.approx(3.0, rel=1e-12)
+
+
 @pytest.mark.parametrize("build,message", [
     (lambda: kl.kl_penalty(LP, REF, "k4"), "estimator='k4'"),
     (lambda: kl.kl_penalty(LP, REF, clamp=-1.0), "clamp=-1.0"),
@@ -77,6 +90,8 @@ def test_adaptive_controller_follows_ziegler_update_and_scans():
     (lambda: kl.adaptive_kl_init(-1.0), "init_coef=-1.0"),
     (lambda: kl.adaptive_kl_update(kl.adaptive_kl_init(0.1), 0.1, 1, target=0.0, horizon=1.0),
      "target=0.0"),
+    (lambda: kl.adaptive_kl_update(kl.adaptive_kl_init(0.1), 0.1, 1, target=0.1, horizon=1.0,
+                                   error_clip=(-1.0, 0.2)), r"error_clip=\(-1.0, 0.2\)"),
     (lambda: kl.kl_penalty(LP, REF[0]), r"ref_log_prob\(5,\)"),
 ])
 def test_bad_input_errors_name_the_value(build, message):

@@ -58,6 +58,9 @@ FIELD_HELP: dict[str, str] = {
     "activation": "activation: tanh, relu, gelu, silu",
     "init_log_std": "initial log-std of the Gaussian policy (continuous actions)",
     "kl_spike_threshold": "a KL spike is approx KL(π_old‖π_new) over an update above this",
+    "target_kl": "adaptive gate width: steer k (rgpo sigmoids, normalised to keep w(1)=k₀/4) "
+                 "or ε (ppo) between updates towards this post-update approx KL > 0 "
+                 "(default: fixed width)",
     "updates_per_chunk": "updates per compiled chunk between progress/metrics writes "
                          "(0 = automatic)",
 }

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from rgpo_jax import gates
+from rgpo_jax.training import gate_width
 
 # algo -> (gate family, config fields that are its parameters). `rgpo` is the pessimistic sigmoid:
 # the paper's plain sigmoid (`rgpo_sigmoid`) collapsed at every k where PPO learns (Pendulum-v1,
@@ -57,7 +58,7 @@ RULE_HPARAMS: dict[str, tuple[str, ...]] = {
 # Fields that a sweep may vary (traced in the compiled program).
 SWEEPABLE = ("k", "epsilon", "tau", "tau_neg", "low", "high", "lr", "ent_coef", "vf_coef",
              "max_grad_norm", "gamma", "gae_lambda", "value_clip_epsilon", "max_kl",
-             "cg_damping", "awr_beta", "awr_max_weight")
+             "cg_damping", "awr_beta", "awr_max_weight", "target_kl")
 GATE_FIELDS = ("k", "epsilon", "tau", "tau_neg", "low", "high")
 
 
@@ -97,6 +98,10 @@ class TrainConfig:
     normalize_advantages: per-minibatch advantage normalisation.
   Network: hidden (widths), activation, init_log_std (initial log-std of the Gaussian policy,
     continuous actions only).
+  Adaptive gate width (`rgpo_jax.training.gate_width`):
+    target_kl: None (default) keeps the gate's width fixed; a value > 0 steers k (sigmoid
+      families, normalised to keep w(1) = k₀/4) or ε (ppo) between updates towards this
+      post-update approx KL(π_old‖π_new); the width is carried in `TrainState.gate_width`.
   Diagnostics: kl_spike_threshold (a KL spike is approx KL(π_old‖π_new) > threshold).
   Host loop: updates_per_chunk (updates per compiled chunk; 0 = automatic, a divisor of the
     number of updates near 1/20 of it).
@@ -139,6 +144,7 @@ class TrainConfig:
   activation: str = "tanh"
   init_log_std: float = 0.0
   kl_spike_threshold: float = 0.04
+  target_kl: float | None = None
   updates_per_chunk: int = 0
 
   # ------------------------------------------------------------------------------------------
@@ -262,6 +268,7 @@ class TrainConfig:
     if self.activation not in ACTIVATIONS:
       raise ValueError(f"unknown activation {self.activation!r}; allowed: "
                        f"{', '.join(ACTIVATIONS)}")
+    gate_width.check_target_kl(self.target_kl, self.algo, self.update_rule, self.gate_family)
     # Gate parameters: the gate constructors check their own ranges.
     if self.gate_family is not None:
       gates.make(self.gate_family, **self.gate_params())
@@ -298,7 +305,8 @@ def auto_chunk_size(num_updates: int) -> int:
 class HParams(NamedTuple):
   """The traced (vmappable) hyperparameters of one run; leaves are float32 scalars ([H] or
   [R] when stacked for a sweep). `gate`: the gate's parameters ({} without a gate); `rule`:
-  the update rule's own ({field: value} for `RULE_HPARAMS[config.update_rule]`)."""
+  the update rule's own ({field: value} for `RULE_HPARAMS[config.update_rule]`); target_kl:
+  the adaptive gate width's target (NaN when the width is fixed)."""
 
   gate: dict[str, jax.Array]
   lr: jax.Array
@@ -309,6 +317,7 @@ class HParams(NamedTuple):
   gae_lambda: jax.Array
   value_clip_epsilon: jax.Array
   rule: dict[str, jax.Array]
+  target_kl: jax.Array
 
 
 def gate_template(config: TrainConfig) -> gates.Gate | None:
@@ -316,10 +325,15 @@ def gate_template(config: TrainConfig) -> gates.Gate | None:
 
   Inside the compiled program the gate is rebuilt as `dataclasses.replace(template,
   params=hparams.gate)` with traced parameters (the constructors' checks need concrete values).
+  With `target_kl` on a normalised family it is `gates.scaled` (scale 1 until the width moves).
   """
   if config.gate_family is None:
     return None
-  return gates.make(config.gate_family, **config.gate_params())
+  gate = gates.make(config.gate_family, **config.gate_params())
+  spec = gate_width.ADAPTIVE_FAMILIES.get(config.gate_family)
+  if config.target_kl is not None and spec is not None and spec.normalise:
+    gate = gates.scaled(gate)
+  return gate
 
 
 def hparams_from_config(config: TrainConfig) -> HParams:
@@ -330,7 +344,8 @@ def hparams_from_config(config: TrainConfig) -> HParams:
       lr=f(config.lr), ent_coef=f(config.ent_coef), vf_coef=f(config.vf_coef),
       max_grad_norm=f(config.max_grad_norm), gamma=f(config.gamma),
       gae_lambda=f(config.gae_lambda), value_clip_epsilon=f(config.value_clip_epsilon),
-      rule={name: f(getattr(config, name)) for name in RULE_HPARAMS[config.update_rule]})
+      rule={name: f(getattr(config, name)) for name in RULE_HPARAMS[config.update_rule]},
+      target_kl=f(math.nan if config.target_kl is None else config.target_kl))
 
 
 def stack_hparams(hparams: list[HParams]) -> HParams:

@@ -80,6 +80,9 @@ def check_grid(config: TrainConfig, grid: dict[str, Sequence[Any]] | None) -> li
                        f"parameters: {', '.join(rule_fields) or 'none'})")
     if len(values) == 0:
       raise ValueError(f"sweep over {name!r} needs at least one value")
+    if name == "target_kl" and any(v is None for v in values):
+      raise ValueError(f"a sweep over target_kl needs a number in every setting (the width "
+                       f"controller is on or off for the whole sweep), got {list(values)!r}")
   return [config.replace(**setting).validate() for setting in expand_grid(grid)]
 
 
@@ -108,7 +111,8 @@ class Sweep:
     self.num_runs = self.num_settings * num_seeds
     all_devices = list(devices if devices is not None else jax.devices())
     self.data_parallel = self._choose_data_parallel(all_devices, data_parallel)
-    self.trainer = Trainer(config, num_devices=self.data_parallel)
+    # Static structure from a setting (a swept target_kl switches the width controller on).
+    self.trainer = Trainer(self.configs[0], num_devices=self.data_parallel)
     hp = stack_hparams([hparams_from_config(c) for c in self.configs])  # [H]
     self.hparams = jax.tree.map(lambda x: jnp.repeat(x, num_seeds, axis=0), hp)  # [R]
     seed_keys = jax.random.split(jax.random.key(seed), num_seeds)
@@ -232,7 +236,7 @@ def state_partition(run_axis: str | None, device_axis: str | None) -> TrainState
   lead = () if run_axis is None else (run_axis,)
   shared, per_env = P(*lead), P(*lead, device_axis)
   return TrainState(params=shared, opt_state=shared, env_state=per_env, obs=per_env,
-                    obs_stats=shared, key=shared, update=shared)
+                    obs_stats=shared, key=shared, update=shared, gate_width=shared)
 
 
 def data_parallel_train(trainer: Trainer, key: jax.Array, hp: HParams, num_updates: int,

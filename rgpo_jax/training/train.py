@@ -35,6 +35,7 @@ from rgpo_jax import losses
 from rgpo_jax import normalization
 from rgpo_jax.envs import Env, make_env
 from rgpo_jax.networks import ActorCritic
+from rgpo_jax.training import gate_width as width_lib
 from rgpo_jax.training.config import HParams, TrainConfig, gate_template, hparams_from_config
 from rgpo_jax.training.update_rules import (MAX_METRICS, METRICS, RULE_METRICS, Batch,
                                             make_rule)
@@ -47,7 +48,9 @@ class TrainState(NamedTuple):
 
   params: network parameters; opt_state: Adam moments and count; env_state: batched env
   states [B]; obs: last observations [B, *obs_shape] (raw); obs_stats: running observation
-  statistics (`normalization.RunningStats`); key: PRNG key; update: updates done ([] int32).
+  statistics (`normalization.RunningStats`); key: PRNG key; update: updates done ([] int32);
+  gate_width: the gate's width (k or ε) for the next update ([] float32; fixed unless
+  `target_kl` is set, see `gate_width`; NaN for a gate without width and for awr).
   """
 
   params: Any
@@ -57,6 +60,7 @@ class TrainState(NamedTuple):
   obs_stats: normalization.RunningStats
   key: Array
   update: Array
+  gate_width: Array
 
 
 class Transition(NamedTuple):
@@ -156,6 +160,9 @@ class Trainer:
                                init_log_std=config.init_log_std)
     self.tx = optax.scale_by_adam(eps=1e-5)
     self._gate_template = gate_template(self.config)
+    # The adaptive width's spec (None: fixed width), chosen once like the rule.
+    self.width_spec = (width_lib.ADAPTIVE_FAMILIES[config.gate_family]
+                       if config.target_kl is not None else None)
     self.rule = make_rule(self)  # the update rule, chosen once (see update_rules)
 
   def env_ids(self, axis_name: str | None = None) -> Array:
@@ -184,7 +191,6 @@ class Trainer:
 
   def init(self, key: Array, hp: HParams, axis_name: str | None = None) -> TrainState:
     """Initial state. With `axis_name`, params are shared and envs differ per device."""
-    del hp
     cfg, spec = self.config, self.env.spec
     _, k_env, k_state = jax.random.split(key, 3)
     params = self.init_params(key)
@@ -192,8 +198,9 @@ class Trainer:
     stats = normalization.init(spec.obs_shape)
     if cfg.normalize_obs:
       stats = normalization.update(stats, obs, axis_name)
+    width = width_lib.initial_width(hp.gate, self.config.gate_family)
     return TrainState(params, self.tx.init(params), env_state, obs, stats, k_state,
-                      jnp.zeros((), jnp.int32))
+                      jnp.zeros((), jnp.int32), width)
 
   # ------------------------------------------------------------------------------------------
   def rollout(self, params, env_state, obs, stats, key, env_ids: Array | None = None):
@@ -281,7 +288,11 @@ class Trainer:
     else:
       lr = hp.lr
 
-    params, opt_state, rule_metrics = self.rule.update(params, state.opt_state, hp, batch,
+    rule_hp = hp
+    if self.width_spec is not None:  # this update's gate: the width from the controller state
+      rule_hp = hp._replace(gate=width_lib.gate_hparams(hp.gate, state.gate_width,
+                                                        self.width_spec))
+    params, opt_state, rule_metrics = self.rule.update(params, state.opt_state, rule_hp, batch,
                                                        k_perm, lr, env_ids, axis_name)
 
     # KL(π_old‖π_new) over the whole update, on the rollout's own samples (k3 estimator).
@@ -312,9 +323,15 @@ class Trainer:
         episode_return=jnp.where(episodes > 0, sums["ret"] / safe, jnp.nan),
         episode_length=jnp.where(episodes > 0, sums["len"] / safe, jnp.nan),
         episodes=episodes,
-        kl_spike=(approx_kl > cfg.kl_spike_threshold).astype(jnp.float32))
+        kl_spike=(approx_kl > cfg.kl_spike_threshold).astype(jnp.float32),
+        gate_width=state.gate_width)
     metrics = {name: metrics[name] for name in METRICS}
-    new_state = TrainState(params, opt_state, env_state, last_obs, stats, key, state.update + 1)
+    width = state.gate_width
+    if self.width_spec is not None:  # from the device-averaged KL: every device agrees
+      width = width_lib.update_width(width, width_lib.initial_width(hp.gate, cfg.gate_family),
+                                     means["approx_kl"], hp.target_kl, self.width_spec)
+    new_state = TrainState(params, opt_state, env_state, last_obs, stats, key, state.update + 1,
+                           width)
     return new_state, metrics
 
   # ------------------------------------------------------------------------------------------

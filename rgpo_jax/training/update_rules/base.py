@@ -35,10 +35,13 @@ Array = jax.Array
 METRICS = ("episode_return", "episode_length", "episodes", "approx_kl", "kl_spike", "gate_mean",
            "acceptance_fraction", "rejection_fraction", "effective_update_ratio", "weight_mean",
            "weight_max", "ratio_max", "entropy", "policy_loss", "value_loss", "grad_norm", "lr",
-           "line_search_steps", "step_accepted", "kl_after_step", "cg_residual")
+           "line_search_steps", "step_accepted", "kl_after_step", "cg_residual", "gate_width")
 
-# Metrics produced by the rules (the rest are the trainer's), and those reduced by maximum.
-RULE_METRICS = METRICS[5:16] + METRICS[17:]
+# Metrics of the trainer (gate_width: the width k or ε the update's gate used, NaN without
+# one); the rest are produced by the rules. MAX_METRICS are reduced over devices by maximum.
+TRAINER_METRICS = ("episode_return", "episode_length", "episodes", "approx_kl", "kl_spike", "lr",
+                   "gate_width")
+RULE_METRICS = tuple(name for name in METRICS if name not in TRAINER_METRICS)
 MAX_METRICS = ("weight_max", "ratio_max")
 
 

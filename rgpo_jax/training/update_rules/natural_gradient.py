@@ -19,11 +19,12 @@ same step, equal to one device holding the whole batch.
 
 The value function is fitted afterwards by minibatch regression (update_epochs ×
 num_minibatches Adam steps at `lr`, as the gated rule), on the same TD(λ) targets. Follows the
-paper and Schulman's reference implementation (max_kl 0.01, 10 CG iterations, damping 0.1,
-backtracking 0.8ᵏ up to 10 times); differs in accepting any surrogate improvement (the
-reference also asks for ≥ 10% of the linearly expected one) and in the Adam-fitted critic
-(the paper's reference fits it by L-BFGS). No entropy bonus: ent_coef, lr and max_grad_norm
-do not touch the policy.
+paper and OpenAI Spinning Up's TRPO defaults (δ = max_kl = 0.01, 10 CG iterations, damping
+0.1, backtracking 0.8ᵏ up to 10 trials, a step accepted when the surrogate does not fall and
+the KL stays within δ; here the surrogate must strictly improve), and, like Spinning Up, fits
+the critic with Adam (Schulman's modular_rl also asks for ≥ 10% of the linearly expected
+improvement, halves the step per trial and fits the critic with L-BFGS). No entropy bonus:
+ent_coef, lr and max_grad_norm do not touch the policy.
 """
 
 from __future__ import annotations

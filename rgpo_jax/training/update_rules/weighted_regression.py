@@ -6,17 +6,18 @@
 minimised by update_epochs × num_minibatches Adam steps, with V_target the TD(λ) return
 (GAE's advantage + V_old, λ = gae_lambda) and Â = V_target − V_old.
 
-Follows the paper in: exponentiated advantages with temperature β and a weight clip w_max
-(the paper's default 20), TD(λ) value targets, policy and value fitted by regression.
-Differs from it in: (1) on-policy batches: each update uses only the latest rollout, where the
-paper samples from a replay buffer of the last 50k transitions (so π_old is the current
-policy, and there is no off-policy correction to make); (2) the weights use the advantages of
-the pre-update critic, where the paper first fits the critic and recomputes Â with it;
-(3) advantages are normalised over the batch (mean 0, std 1; `normalize_advantages`, over all
-devices when data-parallel) so that β is scale-free, and β defaults to 1.0 (the paper's
-β = 1.0 on unnormalised returns of MuJoCo tasks); (4) one Adam optimiser for policy and
-value with the shared learning rate and gradient clip (the paper uses SGD with momentum and
-separate step sizes) and the shared entropy bonus (ent_coef; the paper has none).
+Follows the paper and its reference implementation (github.com/xbpeng/awr) in: exponentiated
+advantages with temperature β = 1.0 and weight clip w_max = 20 (their defaults), advantages
+normalised over the batch to mean 0 and std 1 before exp(Â/β) (as the reference does;
+`normalize_advantages`, over all devices when data-parallel), TD(λ) value targets with
+λ = 0.95, policy and value fitted by regression. Differs in: (1) on-policy batches: each update
+uses only the latest rollout, where the paper samples from a replay buffer of the last 50k
+transitions (so π_old is the current policy and nothing is off-policy); (2) the weights use
+the advantages of the pre-update critic, where the reference first fits the critic and
+recomputes Â with it; (3) one Adam optimiser for policy and value with the shared learning
+rate, gradient clip and update_epochs × num_minibatches steps (the reference: SGD with
+momentum, step sizes 5e-5 / 1e-2, 1000 actor and 500 critic steps per 2048 samples) and the
+shared entropy bonus ent_coef (the reference has none; set --ent-coef 0 for that).
 """
 
 from __future__ import annotations
