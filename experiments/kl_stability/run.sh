@@ -56,7 +56,8 @@ verify() {
 }
 
 # TRPO on the Pendulum check: its own surrogate (importance) and the paper's sigmoid inside the
-# trust region (does a hard KL limit rescue the plain sigmoid?).
+# trust region (does a hard KL limit rescue the plain sigmoid?). The second cell ran with commit
+# d5a1e53 (the copy of 0b30836 refused --k with --algo trpo).
 trpo_pendulum() {
   local P="--env Pendulum-v1 --num-envs 16 --num-steps 256 --update-epochs 10 --num-minibatches 16
            --lr 1e-3 --gamma 0.95 --seeds 3 --total-steps 1000000"
