@@ -10,7 +10,7 @@ export PYTHONPATH=${KL_CODE:-$PWD}  # KL_CODE: a frozen copy of the library to r
 RGPO=${RGPO:-"python -m rgpo_jax.cli"}
 D=experiments/kl_stability
 
-trpo_cell() {  # TRPO landed on main during the study: its cells ran with a later copy (commit 0b30836)
+trpo_cell() {  # TRPO landed on main during the study: these cells ran with a later copy (commit 0b30836)
   PYTHONPATH=${KL_CODE_TRPO:-$PWD} cell "$@"
 }
 
@@ -45,6 +45,14 @@ pendulum() {
   for t in 2 8; do
     cell pendulum_sapo_tau$t ${P/--seeds 3/--seeds 4} --algo sapo --tau $t --tau-neg $t
   done
+}
+
+# The issue's check of the new default, with the library as landed (commit 0b30836): `--algo rgpo`
+# on Pendulum must end within 20% of PPO's return (pendulum_ppo).
+verify() {
+  local P="--env Pendulum-v1 --num-envs 16 --num-steps 256 --update-epochs 10 --num-minibatches 16
+           --lr 1e-3 --gamma 0.95 --seeds 3 --total-steps 1000000"
+  trpo_cell pendulum_rgpo $P --algo rgpo
 }
 
 # TRPO on the Pendulum check: its own surrogate (importance) and the paper's sigmoid inside the
@@ -123,8 +131,8 @@ hopper() {
   cell mujocostd_hopper_rgpo_pessimistic $S --algo rgpo_pessimistic --k 4,16
 }
 
-sections=${*:-"pendulum invpend mujoco breakout trpo_pendulum"}
-# The study ran: pendulum invpend breakout4 mujoco breakout10 trpo_pendulum.
+sections=${*:-"pendulum invpend mujoco breakout verify trpo_pendulum"}
+# The study ran: pendulum invpend breakout4 mujoco breakout10 verify trpo_pendulum.
 breakout4() { EPOCHS=4 breakout; }
 breakout10() { EPOCHS=10 breakout; }
 for s in $sections; do $s; done
