@@ -96,8 +96,15 @@ def test_bad_target_kl_on_the_command_line_fails_before_compiling(capsys):
                    "--out", "/nonexistent/never-written"]) != 0
   err = capsys.readouterr().err
   assert "target_kl=0.02" in err and "'awr'" in err
+  # A swept target: every value is checked (the command line's own check sees the default).
+  assert cli.main(["train", "--algo", "awr", "--target-kl", "0.01,0.02", "--no-progress",
+                   "--out", "/nonexistent/never-written"]) != 0
+  err = capsys.readouterr().err
+  assert "target_kl=0.01" in err and "'awr'" in err
   with pytest.raises(ValueError, match=r"target_kl=0\.0"):
     Sweep(TINY, {"target_kl": [0.02, 0.0]})
+  with pytest.raises(ValueError, match=r"on or off for the whole sweep\), got \[None, 0\.02\]"):
+    Sweep(TINY, {"target_kl": [None, 0.02]})
 
 
 TINY = TrainConfig(num_envs=2, num_steps=16, total_steps=256, num_minibatches=2, update_epochs=2,

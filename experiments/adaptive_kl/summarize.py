@@ -27,7 +27,7 @@ def rows(name):
 print("| run | seed | final return | mean KL | mean KL, 2nd half | median KL, 2nd half | "
       "spike rate | spike rate, 2nd half | median k, 2nd half | max k | final k |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-for name in ("fixed_k4", "target_kl_0.02"):
+for name in ("fixed_k4", "target_kl_0.02", "pendulum_target_kl_0.02"):
   for r in rows(name):
     print(f"| {r[0]} | {r[1]} | {r[2]:.1f} | {r[3]:.3f} | {r[4]:.4f} | {r[5]:.4f} | {r[6]:.3f} | "
           f"{r[7]:.3f} | {r[8]:.1f} | {r[9]:.1f} | {r[10]:.2f} |")

@@ -80,9 +80,6 @@ def check_grid(config: TrainConfig, grid: dict[str, Sequence[Any]] | None) -> li
                        f"parameters: {', '.join(rule_fields) or 'none'})")
     if len(values) == 0:
       raise ValueError(f"sweep over {name!r} needs at least one value")
-    if name == "target_kl" and any(v is None for v in values):
-      raise ValueError(f"a sweep over target_kl needs a number in every setting (the width "
-                       f"controller is on or off for the whole sweep), got {list(values)!r}")
   return [config.replace(**setting).validate() for setting in expand_grid(grid)]
 
 
@@ -106,6 +103,10 @@ class Sweep:
     self.config = config
     self.grid = {k: list(v) for k, v in (grid or {}).items()}
     self.configs = check_grid(config, self.grid)
+    if len({c.target_kl is None for c in self.configs}) > 1:
+      raise ValueError(f"a sweep over target_kl needs a number in every setting (the width "
+                       f"controller is on or off for the whole sweep), got "
+                       f"{self.grid.get('target_kl')!r}")
     self.settings = expand_grid(self.grid)
     self.num_settings, self.num_seeds = len(self.settings), num_seeds
     self.num_runs = self.num_settings * num_seeds
