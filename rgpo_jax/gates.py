@@ -191,17 +191,30 @@ def _dual_clip_fn(p, r, a):
                    jnp.minimum(jnp.maximum(r, 1.0 - p["epsilon_low"]), p["c"]))
 
 
+def _one_minus_tanhc(y):
+  """1 − tanh(y)/y for y ≥ 0, without cancellation near 0 (series y²/3 − 2y⁴/15 + 17y⁶/315)."""
+  small = y < 1e-2
+  y_big = jnp.where(small, 1.0, y)
+  y2 = jnp.square(jnp.where(small, y, 0.0))
+  return jnp.where(small, y2 * (1.0 / 3.0 - y2 * (2.0 / 15.0 - y2 * 17.0 / 315.0)),
+                   1.0 - jnp.tanh(y_big) / y_big)
+
+
 def _dpo_drift_fn(p, r, a):
-  # Drift of Discovered Policy Optimisation: ReLU(x − α·tanh(x/α)), x = (r−1)Â for Â ≥ 0 and
-  # ReLU(x − β·tanh(x/β)), x = Â·log r for Â < 0. The objective r·Â − drift is written as
-  # g(r)·Â with g = r − drift/Â; drift vanishes at Â = 0 (to third order), so g = r there.
+  # Drift of Discovered Policy Optimisation: ReLU(x − s·tanh(x/s)) with x = Â·u, u = r − 1,
+  # s = α for Â ≥ 0 and u = log r, s = β for Â < 0. With y = x/s the drift is s·(y − tanh y)
+  # for y > 0 (else 0), so drift/Â = u·(1 − tanh(y)/y) and g = r − drift/Â needs no division
+  # by Â (g = r at Â = 0). For Â ≥ 0 it is written 1 + (r−1)·tanh(y)/y: r − drift/Â would
+  # cancel two terms of size r at large r.
   positive = a >= 0
   scale = jnp.where(positive, p["alpha"], p["beta"])
   log_r = jnp.log(jnp.maximum(r, jnp.finfo(r.dtype).tiny))
-  x = a * jnp.where(positive, r - 1.0, log_r)
-  drift = jax.nn.relu(x - scale * jnp.tanh(x / scale))
-  safe_a = jnp.where(a == 0, 1.0, a)
-  return r - jnp.where(a == 0, 0.0, drift / safe_a)
+  u = jnp.where(positive, r - 1.0, log_r)
+  y = a * u / scale
+  drifting = y > 0
+  omt = _one_minus_tanhc(jnp.where(drifting, y, 0.0))
+  g_drift = jnp.where(positive, 1.0 + u * (1.0 - omt), r - u * omt)
+  return jnp.where(drifting, g_drift, r)
 
 
 def _truncated_fn(p, r, a):
