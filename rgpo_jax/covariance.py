@@ -29,14 +29,13 @@ import jax.numpy as jnp
 from rgpo_jax import aggregation
 from rgpo_jax import gates as gates_lib
 from rgpo_jax import ratios
-from rgpo_jax._checks import as_bool_mask, check_same_shape
+from rgpo_jax._checks import as_bool_mask, check_number, check_same_shape
 
 Array = jax.Array
 
 
 def _check_fraction(fn: str, fraction):
-  if not isinstance(fraction, jax.core.Tracer) and not 0 < float(fraction) <= 1:
-    raise ValueError(f"{fn}: fraction must be in (0, 1], got fraction={fraction!r}")
+  check_number(fn, "fraction", fraction, lambda v: 0 < v <= 1, "in (0, 1]")
 
 
 def _valid(fn: str, log_prob: Array, mask: Array | None) -> Array:
@@ -180,8 +179,7 @@ def kl_cov_policy_loss(log_prob: Array, old_log_prob: Array, advantage: Array,
   gate = gates_lib.importance() if gate is None else gate
   check_same_shape("kl_cov_policy_loss", log_prob=log_prob, old_log_prob=old_log_prob,
                    advantage=advantage, mask=mask, sample_weight=sample_weight)
-  if not isinstance(coef, jax.core.Tracer) and not float(coef) >= 0:
-    raise ValueError(f"kl_cov_policy_loss: coef must be >= 0, got coef={coef!r}")
+  check_number("kl_cov_policy_loss", "coef", coef, lambda v: v >= 0, ">= 0")
   valid = _valid("kl_cov_policy_loss", log_prob, mask)
   objective, log_r, _, _ = _gated_objective(gate, log_prob, old_log_prob, advantage, valid,
                                             max_log_ratio)

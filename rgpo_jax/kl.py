@@ -26,7 +26,7 @@ from typing import Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from rgpo_jax._checks import as_bool_mask, check_same_shape
+from rgpo_jax._checks import as_bool_mask, check_number, check_same_shape
 
 Array = jax.Array
 Estimator = Literal["k1", "k2", "k3", "k1+", "k3+"]
@@ -80,8 +80,8 @@ def kl_penalty(log_prob: Array, ref_log_prob: Array, estimator: Estimator = "k3"
   if estimator not in ESTIMATORS:
     raise ValueError(f"kl_penalty: estimator must be one of {ESTIMATORS}, got "
                      f"estimator={estimator!r}")
-  if clamp is not None and not isinstance(clamp, jax.core.Tracer) and not float(clamp) > 0:
-    raise ValueError(f"kl_penalty: clamp must be > 0 or None, got clamp={clamp!r}")
+  if clamp is not None:
+    check_number("kl_penalty", "clamp", clamp, lambda v: v > 0, "> 0 or None", allow_inf=True)
   ref = jax.lax.stop_gradient(ref_log_prob)
   if mask is not None:
     valid = as_bool_mask("kl_penalty", mask)
@@ -113,8 +113,7 @@ def kl_in_reward(rewards: Array, log_prob: Array, ref_log_prob: Array, coef: flo
   """
   check_same_shape("kl_in_reward", rewards=rewards, log_prob=log_prob, ref_log_prob=ref_log_prob,
                    mask=mask)
-  if not isinstance(coef, jax.core.Tracer) and jnp.ndim(coef) == 0 and not float(coef) >= 0:
-    raise ValueError(f"kl_in_reward: coef must be >= 0, got coef={coef!r}")
+  check_number("kl_in_reward", "coef", coef, lambda v: v >= 0, ">= 0")
   kl = jax.lax.stop_gradient(kl_penalty(log_prob, ref_log_prob, estimator, mask))
   return jax.lax.stop_gradient(rewards) - coef * kl
 
@@ -126,8 +125,7 @@ class AdaptiveKLState(NamedTuple):
 
 def adaptive_kl_init(init_coef: float) -> AdaptiveKLState:
   """The controller's initial state, β = init_coef ≥ 0."""
-  if not isinstance(init_coef, jax.core.Tracer) and not float(init_coef) >= 0:
-    raise ValueError(f"adaptive_kl_init: init_coef must be >= 0, got init_coef={init_coef!r}")
+  check_number("adaptive_kl_init", "init_coef", init_coef, lambda v: v >= 0, ">= 0")
   return AdaptiveKLState(coef=jnp.asarray(init_coef, jnp.result_type(float)))
 
 
@@ -155,9 +153,9 @@ def adaptive_kl_update(state: AdaptiveKLState, current_kl: Array, n_steps: Array
     error_clip: (low, high) band of the relative error e, −1 < low ≤ 0 ≤ high.
   """
   for name, value in (("target", target), ("horizon", horizon)):
-    if not isinstance(value, jax.core.Tracer) and not float(value) > 0:
-      raise ValueError(f"adaptive_kl_update: {name} must be > 0, got {name}={value!r}")
+    check_number("adaptive_kl_update", name, value, lambda v: v > 0, "> 0")
   low, high = error_clip
+  check_number("adaptive_kl_update", "error_clip", error_clip, allowed="(low, high) numbers")
   if not -1.0 < float(low) <= 0.0 <= float(high):
     raise ValueError(f"adaptive_kl_update: error_clip must satisfy -1 < low <= 0 <= high, got "
                      f"error_clip={error_clip!r}")

@@ -100,5 +100,7 @@ def test_bad_input_errors_name_the_value():
     covariance.kl_cov_selection(lp, adv, MASK, fraction=0)
   with pytest.raises(ValueError, match="coef=-1"):
     covariance.kl_cov_policy_loss(lp, old, adv, MASK, coef=-1)
+  with pytest.raises(ValueError, match="fraction='0.2'"):
+    covariance.kl_cov_selection(lp, adv, MASK, fraction="0.2")
   with pytest.raises(ValueError, match=r"mask\(8,\)"):
     covariance.kl_cov_selection(lp, adv, MASK[0])

@@ -93,6 +93,11 @@ def test_adaptive_controller_error_band_is_configurable():
     (lambda: kl.adaptive_kl_update(kl.adaptive_kl_init(0.1), 0.1, 1, target=0.1, horizon=1.0,
                                    error_clip=(-1.0, 0.2)), r"error_clip=\(-1.0, 0.2\)"),
     (lambda: kl.kl_penalty(LP, REF[0]), r"ref_log_prob\(5,\)"),
+    # Strings and bools are not numbers, although float() would take them.
+    (lambda: kl.kl_penalty(LP, REF, clamp="3"), "clamp='3'"),
+    (lambda: kl.kl_in_reward(LP, LP, REF, True), "coef=True"),
+    (lambda: kl.adaptive_kl_update(kl.adaptive_kl_init(0.1), 0.1, 1, target="0.1", horizon=1.0),
+     "target='0.1'"),
 ])
 def test_bad_input_errors_name_the_value(build, message):
   with pytest.raises(ValueError, match=message):
