@@ -4,7 +4,8 @@ ratio granularity and an aggregation mode, all defined in their own modules.
 
     from rgpo_jax import variants
     loss, aux = variants.policy_loss("gspo", log_prob, old_log_prob, advantage, mask)
-    loss, aux = variants.policy_loss("rgpo", log_prob, old_log_prob, advantage, mask, k=8.0)
+    loss, aux = variants.policy_loss("rgpo_sigmoid", log_prob, old_log_prob, advantage, mask,
+                                     k=8.0)
     fn = variants.get_policy_loss("cispo")          # fn(log_prob, old_log_prob, advantage, mask, ...)
 
 Every registered function takes (log_prob, old_log_prob, advantage, mask=None, *, key=None,
@@ -132,11 +133,15 @@ _register_gated("dual_clip", "dual_clip", {"epsilon": 0.2, "c": 3.0},
                 "dual-clip PPO, arXiv 1912.09729; verl `clip_ratio_c`, tunix `epsilon_c`")
 _register_gated("truncated", "truncated", {"low": 0.5, "high": 2.0}, "r·1[low < r < high]",
                 "yes (≤ high)", "hard rejection band (this library)")
-_register_gated("rgpo", "sigmoid", {"k": 4.0}, "k·σ(1−σ)·r, σ = σ(k(r−1))", "yes (1.058 at k = 4)",
-                "RGPO, arXiv 2604.14895 (reconstructed)")
-_register_gated("rgpo_pessimistic", "pessimistic_sigmoid", {"k": 4.0},
+# Names as in the trainer (`rgpo train --algo`): `rgpo` is the pessimistic sigmoid (the
+# default, see docs/method.md), `rgpo_sigmoid` the paper's gate as reconstructed.
+_register_gated("rgpo_sigmoid", "sigmoid", {"k": 4.0}, "k·σ(1−σ)·r, σ = σ(k(r−1))",
+                "yes (1.058 at k = 4)", "RGPO, arXiv 2604.14895 (reconstructed)")
+_register_gated("rgpo", "pessimistic_sigmoid", {"k": 4.0},
                 "k·σ(1−σ)·r improving side, (k/4)·r other side", "no (worsening side)",
-                "this library")
+                "this library: RGPO's sigmoid with PPO's pessimism (`rgpo train` default)")
+_register_gated("rgpo_pessimistic", "pessimistic_sigmoid", {"k": 4.0},
+                "as `rgpo`", "no (worsening side)", "this library (alias of `rgpo`)")
 _register_gated("rgpo_sequence", "sigmoid", {"k": 4.0},
                 "k·σ(1−σ)·s on the GSPO sequence ratio s (÷L per token)", "yes",
                 "this library: RGPO's gate on GSPO's ratio", granularity="sequence",

@@ -34,7 +34,7 @@ def test_every_registered_variant_runs_finite_in_one_compile():
 def test_variants_are_their_compositions_with_parameter_overrides():
   @jax.jit
   def pairs(lp):
-    return [(variants.policy_loss("rgpo", lp, OLD, ADV, MASK, k=8.0)[0],
+    return [(variants.policy_loss("rgpo_sigmoid", lp, OLD, ADV, MASK, k=8.0)[0],
              losses.policy_loss(gates.sigmoid(8.0), lp, OLD, ADV, MASK)[0]),
             (variants.policy_loss("gspo", lp, OLD, ADV, MASK)[0],
              losses.policy_loss(gates.ppo_clip(3e-4, 4e-4), lp, OLD, ADV, MASK,

@@ -41,7 +41,7 @@ def register(subparsers) -> None:
                  help="gates compared with IS: 'default' (the RGPO/smooth-gate benchmark), "
                       "'variants' (LLM-stack variants: dual-clip, CISPO two-sided and capped, "
                       "detached sigmoid, with IS/PPO/RGPO for reference), 'all', or a comma list "
-                      "of rgpo_jax.variants names with token ratios (e.g. is,dual_clip,cispo,rgpo)")
+                      "of rgpo_jax.variants names with token ratios (e.g. is,dual_clip,cispo,rgpo_sigmoid)")
   syn = p.add_argument_group("synthetic")
   syn.add_argument("--replications", type=int, default=None,
                    help="independent streams of n_max samples (default 32; quick: 4)")

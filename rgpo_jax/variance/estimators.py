@@ -79,7 +79,7 @@ def _variant_gate(name: str) -> gates_lib.Gate:
 def estimator_set(name: str) -> list[tuple[str, gates_lib.Gate]]:
   """The estimators of `rgpo variance --estimators NAME`: "default" (`default_estimators`),
   "variants" (`variant_estimators`), "all" (both, each label once), or a comma list of
-  `rgpo_jax.variants` names with token ratios and a gate (e.g. "is,dual_clip,cispo,rgpo"; "is"
+  `rgpo_jax.variants` names with token ratios and a gate (e.g. "is,dual_clip,cispo,rgpo_sigmoid"; "is"
   is IS), each with its default parameters."""
   if name not in ESTIMATOR_SETS and isinstance(name, str) and name:
     return [(n, _variant_gate(n)) for n in name.split(",")]
