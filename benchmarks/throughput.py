@@ -4,14 +4,21 @@ CartPole-v1, 4 envs × 128 steps, 4 epochs × 4 minibatches, 5e5 steps per run (
 settings). Each program is compiled ahead of time (compile excluded), then the variants are
 timed alternately (order reversed on every other repetition), `--reps` times each, and the best
 time is reported (the machine may be shared). A lean single-file PureJaxRL-style PPO (below,
-gymnax 1.0 API) is timed beside the one-device programs as the reference point.
+gymnax 1.0 API) is the reference point. `rgpo` is the trainer's default RGPO gate, the
+pessimistic sigmoid with k = 4.
 
   PYTHONPATH=. python benchmarks/throughput.py [--total-steps 500000] [--reps 2]
   PYTHONPATH=. python benchmarks/throughput.py --host-devices 1   # one-device layout only
 
-Two layouts, each timed in its own child process: one device (a vmap over the seeds), and the
-seeds split over one forced host CPU device per core (`rgpo train`'s default on CPU,
-`--cpu-devices`).
+Layouts, each timed in its own child process:
+  one:   one device (a vmap over the seeds); rgpo_jax and the lean PPO.
+  split: the seeds split over one forced host CPU device per core (`rgpo train`'s default on
+         CPU, `--cpu-devices`), the compiled program alone (the whole run in one chunk).
+  cli:   what `rgpo train --seeds S --out DIR` achieves (its summary's steps_per_second,
+         compile excluded): `rgpo_jax.cli.main` as the command calls it, host loop, metrics.jsonl,
+         progress bar and checkpoints included.
+  lean-devices: the lean PPO with one seed per forced host device (S devices, `jax.pmap` over
+         the seeds), its fastest CPU layout.
 """
 
 from __future__ import annotations
@@ -140,17 +147,29 @@ def main():
                       help="forced host CPU devices for the split layout (default: one per "
                            "core); 1 = time the one-device layout only")
   parser.add_argument("--no-lean", action="store_true", help="skip the lean PPO reference")
-  parser.add_argument("--layout", choices=("one", "split"), default=None,
+  parser.add_argument("--no-cli", action="store_true", help="skip the `rgpo train` rows")
+  parser.add_argument("--no-one-device", action="store_true",
+                      help="skip the one-device layout (the slowest to time)")
+  parser.add_argument("--layout", choices=("one", "split", "cli", "lean-devices"), default=None,
                       help=argparse.SUPPRESS)  # set in the child processes
   args = parser.parse_args()
   if args.layout is None:
     # Each layout in its own process: a process with forced host devices times one-device
     # programs differently, so the one-device rows come from a process without them.
-    rows = _child(["--layout", "one"], {})
+    rows = [] if args.no_one_device else _child(["--layout", "one"], {})
     if args.host_devices > 1:
       rows += _child(["--layout", "split"], {
           "XLA_FLAGS": f"--xla_force_host_platform_device_count={args.host_devices}"})
+    many = [int(s) for s in args.seeds.split(",") if int(s) > 1]
+    if many and not args.no_cli:
+      rows += _child(["--layout", "cli"], {})
+    if many and not args.no_lean:
+      rows += _child(["--layout", "lean-devices"], {
+          "XLA_FLAGS": f"--xla_force_host_platform_device_count={max(many)}"})
     _print_table(args, rows)
+    return
+  if args.layout == "cli":
+    print("ROWS " + json.dumps(_time_cli(args)), flush=True)
     return
 
   import jax
@@ -158,10 +177,12 @@ def main():
   from rgpo_jax.training.sweep import Sweep
 
   seeds = [int(s) for s in args.seeds.split(",")]
-  if args.layout == "split":
+  if args.layout in ("split", "lean-devices"):
     seeds = [s for s in seeds if s > 1]
   cases = []  # (label, seeds, devices, fn, args, steps, compile seconds)
-  for s, algo in [(s, a) for s in seeds for a in ("rgpo", "ppo")]:
+  programs = [] if args.layout == "lean-devices" else [(s, a) for s in seeds
+                                                        for a in ("rgpo", "ppo")]
+  for s, algo in programs:
     cfg = TrainConfig(algo=algo, total_steps=args.total_steps)
     cfg = cfg.replace(updates_per_chunk=cfg.num_updates)  # whole run in one chunk
     devices = jax.devices()[:1] if args.layout == "one" else jax.devices()
@@ -171,20 +192,24 @@ def main():
     chunk = sweep.compile_chunk(state, cfg.num_updates)
     compile_s = time.perf_counter() - t
     hp = sweep.place(sweep.hparams)
-    label = f"rgpo_jax {algo}{' k=4' if algo == 'rgpo' else ''}"
+    label = f"rgpo_jax {algo}{' pess. k=4' if algo == 'rgpo' else ''}"
     cases.append((label, s, len(sweep.devices), chunk, (state, hp),
                   s * cfg.num_updates * cfg.batch_size, compile_s))
-  if args.layout == "one" and not args.no_lean:
+  if args.layout in ("one", "lean-devices") and not args.no_lean:
     for s in seeds:
+      if args.layout == "lean-devices" and s != len(jax.devices()):
+        continue
       train = lean_ppo(args.total_steps)
-      fn = jax.jit(jax.vmap(train))
+      fn = jax.jit(jax.vmap(train)) if args.layout == "one" else jax.pmap(train)
       keys = jax.random.split(jax.random.key(0), s)
       t = time.perf_counter()
-      compiled = fn.lower(keys).compile()
+      compiled = fn.lower(keys).compile() if args.layout == "one" else fn
+      if args.layout != "one":  # pmap compiles on its first call: time that call
+        jax.block_until_ready(fn(keys))
       compile_s = time.perf_counter() - t
       num_updates = args.total_steps // 512
-      cases.append(("lean single-file PPO", s, 1, compiled, (keys,), s * num_updates * 512,
-                    compile_s))
+      cases.append(("lean single-file PPO", s, 1 if args.layout == "one" else s, compiled,
+                    (keys,), s * num_updates * 512, compile_s))
 
   best = {i: float("inf") for i in range(len(cases))}
   for rep in range(args.reps):
@@ -199,6 +224,32 @@ def main():
   rows = [dict(label=label, seeds=s, devices=d, steps_per_s=steps / best[i], seconds=best[i],
                compile_s=cs) for i, (label, s, d, _, _, steps, cs) in enumerate(cases)]
   print("ROWS " + json.dumps(rows), flush=True)
+
+
+def _time_cli(args) -> list[dict]:
+  """`rgpo train --seeds S --out DIR` (all defaults: CartPole, rgpo, progress bar), `--reps`
+  times in this process; its summary's steps_per_second (compile excluded), best of the reps."""
+  import tempfile
+  from rgpo_jax import cli
+  rows = []
+  for s in [int(s) for s in args.seeds.split(",") if int(s) > 1]:
+    best = None
+    for rep in range(args.reps):
+      print(f"rep {rep + 1}/{args.reps}: rgpo train --seeds {s}", file=sys.stderr, flush=True)
+      with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "run")
+        rc = cli.main(["train", "--seeds", str(s), "--total-steps", str(args.total_steps),
+                       "--out", out])
+        if rc:
+          raise SystemExit(f"rgpo train failed with exit status {rc}")
+        with open(os.path.join(out, "summary.json")) as f:
+          summary = json.load(f)
+      if best is None or summary["train_seconds"] < best["train_seconds"]:
+        best = summary
+    rows.append(dict(label="rgpo train (CLI) rgpo", seeds=s, devices=len(best["devices"]),
+                     steps_per_s=best["steps_per_second"], seconds=best["train_seconds"],
+                     compile_s=best["compile_seconds"]))
+  return rows
 
 
 def _child(extra_args, extra_env) -> list[dict]:
@@ -225,6 +276,16 @@ def _print_table(args, rows) -> None:
   for (algo, s, d), sps in by.items():
     if algo == "rgpo" and ("ppo", s, d) in by:
       print(f"{s} seed(s) on {d} device(s): RGPO / PPO throughput = {sps / by[('ppo', s, d)]:.3f}")
+  for cli in [r for r in rows if r["label"].startswith("rgpo train")]:
+    s = cli["seeds"]
+    program = [r["steps_per_s"] for r in rows if r["label"].startswith("rgpo_jax rgpo")
+               and r["seeds"] == s and r["devices"] == cli["devices"]]
+    lean = [r["steps_per_s"] for r in rows if r["label"].startswith("lean") and r["seeds"] == s]
+    if program:
+      print(f"{s} seeds: CLI / compiled program ({cli['devices']} devices) = "
+            f"{cli['steps_per_s'] / program[0]:.3f}")
+    if lean:
+      print(f"{s} seeds: CLI / lean PPO's fastest layout = {cli['steps_per_s'] / max(lean):.2f}")
 
 
 if __name__ == "__main__":

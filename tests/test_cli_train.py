@@ -251,3 +251,28 @@ def test_gate_parameter_of_trpos_gate_is_accepted():
   train_cli.check_algo_params(config, {"k", "max_kl", "lr"})  # all used: no error
   with pytest.raises(ValueError, match="epsilon is not a parameter of algo 'trpo'"):
     train_cli.check_algo_params(config, {"epsilon"})
+
+
+_PREPARE_THEN_COUNT = """
+import sys
+from rgpo_jax.cli import build_parser
+from rgpo_jax.training import cli
+cli._prepare(build_parser().parse_args(sys.argv[1:]))
+import jax
+print(jax.device_count())
+"""
+
+
+def test_cpu_devices_are_requested_before_the_config_check_starts_jax(tmp_path):
+  # Checking the config imports gymnax, which starts JAX's backend; the host-device request
+  # must come first or `rgpo train` silently runs a sweep on one device. A fresh process.
+  import subprocess
+  import sys
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=repo)
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.run([sys.executable, "-c", _PREPARE_THEN_COUNT, "train", "--seeds", "2",
+                         "--out", str(tmp_path / "x")], env=env, capture_output=True, text=True,
+                        check=True)
+  expected = 2 if (os.cpu_count() or 1) >= 2 else 1
+  assert int(proc.stdout.split()[-1]) == expected, proc.stderr

@@ -259,13 +259,26 @@ def _run_control(args: argparse.Namespace, stored: dict[str, Any] | None = None)
   return RunControl(**values)
 
 
+def _request_host_devices(control, grid: dict[str, list[float]], seeds: int) -> None:
+  """`--cpu-devices`: ask for one forced host device per core (`sweep.use_host_devices`).
+
+  Must come before anything starts JAX's backend, which includes checking the config (importing
+  gymnax creates arrays): afterwards the request would silently do nothing (one device).
+  """
+  if control.cpu_devices and isinstance(seeds, int) and seeds > 0:
+    from rgpo_jax.training.sweep import expand_grid, use_host_devices  # pylint: disable=import-outside-toplevel
+    use_host_devices(len(expand_grid(grid)) * seeds)
+
+
 def _new_run_plan(args: argparse.Namespace) -> TrainPlan:
   config, grid = config_from_args(args)
+  control = _run_control(args)
+  _request_host_devices(control, grid, args.seeds)
   config = apply_env_family_defaults(config, getattr(args, "_explicit", set()))
   config = apply_brax_flags(config, args)
   check_algo_params(config, getattr(args, "_explicit", set()))
   out = args.out if args.out is not None else default_out_dir(config)
-  return TrainPlan(config, grid, args.seeds, args.seed, out, False, _run_control(args))
+  return TrainPlan(config, grid, args.seeds, args.seed, out, False, control)
 
 
 def _resume_plan(args: argparse.Namespace) -> TrainPlan:
@@ -279,10 +292,11 @@ def _resume_plan(args: argparse.Namespace) -> TrainPlan:
     raise ValueError(f"--resume {args.resume} continues the run with its own settings, but "
                      f"these flags differ: {'; '.join(changed)}. Start a new run (--out) to "
                      f"train with other settings")
+  grid, seeds = run_config.get("grid") or {}, int(run_config["seeds"])
+  control = _run_control(args, run_config.get("run") or {})
+  _request_host_devices(control, grid, seeds)
   config = TrainConfig.from_dict(run_config["config"])
-  return TrainPlan(config, run_config.get("grid") or {}, int(run_config["seeds"]),
-                   int(run_config["seed"]), args.resume, True,
-                   _run_control(args, run_config.get("run") or {}))
+  return TrainPlan(config, grid, seeds, int(run_config["seed"]), args.resume, True, control)
 
 
 def check_env_kwargs(config: TrainConfig, items: list[str]) -> None:
@@ -317,9 +331,6 @@ def _prepare(args: argparse.Namespace) -> TrainPlan:
   if dp is not None and dp < 1:
     raise ValueError(f"--data-parallel must be a positive integer, got {dp}")
   plan.control.validate()
-  if plan.control.cpu_devices:  # before anything starts JAX's backend
-    from rgpo_jax.training.sweep import expand_grid, use_host_devices  # pylint: disable=import-outside-toplevel
-    use_host_devices(len(expand_grid(plan.grid)) * plan.seeds)
   plan.config.validate()
   if not plan.resume:
     check_env_kwargs(plan.config, args.env_kwargs)
