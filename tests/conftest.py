@@ -31,6 +31,27 @@ def x64():
     yield
 
 
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def repo_subprocess_env(**overrides) -> dict:
+  """os.environ for a child Python process that imports this checkout's rgpo_jax first
+  (the repository root prepended to PYTHONPATH), with `overrides` set."""
+  env = dict(os.environ, **overrides)
+  env["PYTHONPATH"] = REPO_ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")
+  return env
+
+
+def flip_bytes(path: str, count: int = 8) -> None:
+  """Inverts `count` bytes in the middle of the file at `path` (a checksum then fails)."""
+  with open(path, "r+b") as fh:
+    data = bytearray(fh.read())
+    mid = len(data) // 2
+    data[mid:mid + count] = bytes(255 - b for b in data[mid:mid + count])
+    fh.seek(0)
+    fh.write(data)
+
+
 def snapshot_files(folder):
   """{path relative to folder: (mtime, sha256)} of every file below `folder`: equal snapshots
   before and after an operation mean it touched nothing there."""

@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("orbax.checkpoint")
 
 from rgpo_jax.training import checkpoint as ckpt  # pylint: disable=g-import-not-at-top
+from conftest import flip_bytes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 META = {"env": "brax:ant", "network": [64, 64], "config_hash": "abc123"}
@@ -123,13 +124,7 @@ def _largest_file(directory):
 
 def test_flipped_bytes_are_reported_as_corrupt_touching_nothing_else(saved):
   d, _ = saved
-  victim = _largest_file(os.path.join(d, "3", "state"))
-  with open(victim, "r+b") as fh:
-    data = bytearray(fh.read())
-    mid = len(data) // 2
-    data[mid:mid + 8] = bytes(255 - b for b in data[mid:mid + 8])
-    fh.seek(0)
-    fh.write(data)
+  flip_bytes(_largest_file(os.path.join(d, "3", "state")))
   before = snapshot(d)
   with pytest.raises(ckpt.CheckpointCorruptError, match=r"checkpoint .*/3 is corrupt"):
     ckpt.restore(d, make_state(), META)

@@ -4,10 +4,11 @@ A subprocess installs an import blocker on `sys.meta_path` that makes the heavy 
 `train` and `brax` extras, scipy) look uninstalled, then imports the core and runs `rgpo`.
 """
 
-import os
 import subprocess
 import sys
 import textwrap
+
+from conftest import repo_subprocess_env
 
 BLOCKED = ("flax", "optax", "gymnax", "brax", "orbax", "matplotlib", "tqdm", "scipy", "mujoco",
            "six")
@@ -28,10 +29,7 @@ sys.meta_path.insert(0, Blocker())
 
 
 def _run_blocked(code: str, blocked=BLOCKED) -> subprocess.CompletedProcess:
-  env = dict(os.environ)
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-  env["JAX_PLATFORMS"] = "cpu"
+  env = repo_subprocess_env(JAX_PLATFORMS="cpu")
   blocker = _BLOCKER.format(blocked=tuple(blocked))
   return subprocess.run([sys.executable, "-c", blocker + textwrap.dedent(code)], env=env,
                         capture_output=True, text=True, timeout=300)

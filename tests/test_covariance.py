@@ -1,7 +1,6 @@
 """Clip-Cov and KL-Cov: selections and gradients against numpy, padding, keys, errors."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import repo_subprocess_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = ("ppo_cartpole.py", "gaussian_pendulum.py", "custom_gate_variance.py")
@@ -15,8 +16,7 @@ EXAMPLES = ("ppo_cartpole.py", "gaussian_pendulum.py", "custom_gate_variance.py"
 
 @pytest.fixture(scope="module")
 def outputs():
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+  env = repo_subprocess_env(JAX_PLATFORMS="cpu")
   procs = {name: subprocess.Popen([sys.executable, os.path.join(ROOT, "examples", name),
                                    "--quick"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)

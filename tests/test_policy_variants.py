@@ -4,7 +4,6 @@ GSPO and GMPO against verl's formulas, RGPO on the sequence ratio, correction we
 import functools
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

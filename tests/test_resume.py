@@ -16,6 +16,7 @@ import pytest
 from rgpo_jax import cli
 from rgpo_jax.training import checkpoint as ckpt_lib
 from rgpo_jax.training import cli as train_cli
+from conftest import flip_bytes
 
 TINY = ["train", "--env", "CartPole-v1", "--num-envs", "2", "--num-steps", "8", "--total-steps", "128",
         "--num-minibatches", "2", "--update-epochs", "2", "--hidden", "16", "--seeds", "2",
@@ -55,12 +56,7 @@ def _corrupt_step(run, step):
   """Flips bytes in every data file of a checkpoint step (tensorstore then fails its CRC)."""
   state = os.path.join(run, "checkpoints", str(step), "state")
   for path in glob.glob(os.path.join(state, "**", "d", "*"), recursive=True):
-    with open(path, "r+b") as fh:
-      data = bytearray(fh.read())
-      mid = len(data) // 2
-      data[mid:mid + 8] = bytes(255 - b for b in data[mid:mid + 8])
-      fh.seek(0)
-      fh.write(data)
+    flip_bytes(path)
 
 
 def _unfinished_copy(full, folder):

@@ -4,10 +4,10 @@ Runs in a subprocess with a timeout (forced host devices must be set before JAX 
 multi-device CPU programs can hang: docs/pitfalls.md).
 """
 
-import os
 import subprocess
 import sys
 import textwrap
+from conftest import repo_subprocess_env
 
 SCRIPT = textwrap.dedent("""
     import jax
@@ -75,9 +75,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_two_device_data_parallel_equals_one_device_with_the_same_global_batch():
-  env = dict(os.environ)
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+  env = repo_subprocess_env()
   proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True,
                         text=True, timeout=240)
   assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]

@@ -16,6 +16,7 @@ import pytest
 
 from rgpo_jax import cli
 from rgpo_jax.training import checkpoint as ckpt_lib
+from conftest import repo_subprocess_env
 
 DP_SCRIPT = textwrap.dedent("""
     import jax
@@ -55,9 +56,7 @@ DP_SCRIPT = textwrap.dedent("""
 def test_two_device_data_parallel_equals_one_device_for_trpo_and_awr():
   """TRPO: gradient and F·v averaged inside CG, line search on averaged surrogate and KL; AWR:
   weights from globally normalised advantages. 2 devices == 1 device, same global batch."""
-  env = dict(os.environ)
-  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+  env = repo_subprocess_env()
   proc = subprocess.run([sys.executable, "-c", DP_SCRIPT], env=env, capture_output=True,
                         text=True, timeout=400)
   assert proc.returncode == 0 and "OK" in proc.stdout, proc.stderr[-3000:]

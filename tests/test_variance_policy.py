@@ -1,6 +1,5 @@
 """Real-policy variance instruments: per-sample gradients, their statistics, ratio statistics."""
 
-import math
 
 import jax
 import jax.numpy as jnp
