@@ -78,6 +78,14 @@ def validate(config: RLHFConfig, check_model_file: bool = True) -> None:
   if config.method in GROUP_METHODS and config.num_generations < 2:
     raise ValueError(f"rgpo rlhf: method {config.method!r} compares completions within a group: "
                      f"num_generations must be >= 2, got num_generations={config.num_generations}")
+  if config.method == "dpo" and config.num_generations < 2:
+    raise ValueError(f"rgpo rlhf: method 'dpo' ranks num_generations samples of each prompt "
+                     f"into a pair: num_generations must be >= 2, got "
+                     f"num_generations={config.num_generations}")
+  if config.method == "ppo" and config.temperature != 1.0:
+    raise ValueError(f"rgpo rlhf: method 'ppo' needs temperature=1 (tunix 0.1.7 scores π_ref at "
+                     f"the rollout temperature and π_old at 1: a biased KL penalty), got "
+                     f"temperature={config.temperature!r}")
   if not config.learning_rate > 0:
     raise ValueError(f"rgpo rlhf: learning_rate must be > 0, got "
                      f"learning_rate={config.learning_rate!r}")

@@ -1,5 +1,6 @@
-"""PPO-RLHF (tunix's PPO learner with our critic) and offline DPO (tunix's DPO trainer on pairs
-from the reference's samples), on a tiny random tunix Llama with tunix's mock vocabulary."""
+"""`ppo` (tunix's PPO learner with our `ValueCritic`) and `dpo` (tunix's DPO trainer on pairs from
+the reference's samples) as `rgpo rlhf` methods, on a tiny random tunix Llama with tunix's mock
+vocabulary."""
 
 import functools
 import json
@@ -13,14 +14,20 @@ import pytest
 
 import rgpo_jax.rlhf  # noqa: F401  (registers the losses; needs the rlhf extra)
 from flax import nnx
+from rgpo_jax.rlhf import methods, prompts
 from rgpo_jax.rlhf.methods import dpo, ppo
+from rgpo_jax.rlhf_cli import RLHFConfig, validate
 from tunix.models.llama3 import model as llama
 from tunix.rl import function_registry
 from tunix.rl.ppo import ppo_learner
 from tunix.tests import test_common as tunix_testing
 
 VOCAB = tunix_testing.MockVocab()
-PROMPTS = ["hello world", "My name", "hello there", "input string"]
+WORDS = ("hello world", "My name", "hello there", "input string")
+TASK = prompts.Task("tiny", tuple({"prompt": w} for w in WORDS), ({"prompt": WORDS[0]},),
+                    lambda prompts, completions, **kw: [float(len(c)) for c in completions])
+CONFIG = RLHFConfig(seeds=1, steps=2, batch_size=2, num_generations=2, num_iterations=1,
+                    max_new_tokens=4, learning_rate=1e-2)
 
 
 @functools.cache
@@ -38,14 +45,18 @@ def _random_llama():
   return m
 
 
-def _tiny_llama():
-  """A fresh copy of the random tiny Llama (policies are trained in place)."""
-  return nnx.clone(_random_llama())
+def _copy(model):
+  """A copy with its own buffers (tunix's train steps donate the policy's)."""
+  graphdef, state = nnx.split(model)
+  return nnx.merge(graphdef, jax.tree.map(jnp.copy, state))
 
 
-def _length_reward(prompts, completions, **kwargs):
-  del prompts, kwargs
-  return [float(len(c)) for c in completions]
+def _context(method, out_dir=None, **overrides):
+  policy, reference = _copy(_random_llama()), _copy(_random_llama())
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("fsdp", "tp"))
+  config = RLHFConfig(**{**CONFIG.to_dict(), "method": method, **overrides})
+  return methods.MethodContext(method, policy, reference, VOCAB, TASK, config, seed=0,
+                               mesh=mesh, max_prompt_length=4, out_dir=out_dir)
 
 
 def _params(model):
@@ -60,16 +71,17 @@ def _changed(before, model):
 # PPO
 
 
-def test_critic_copies_the_reference_freezes_the_embedding_and_starts_at_zero():
-  reference = _tiny_llama()
+def test_critic_copies_the_reference_into_its_own_buffers_and_freezes_the_embedding():
+  """(Its zero initial values are checked in the PPO step test.)"""
+  reference = _copy(_random_llama())
   critic = ppo.build_critic(reference, critic_layers=1)
   trained = nnx.state(critic, nnx.Param)
   assert "embedding" not in trained and "value_head" in trained and len(critic.layers) == 1
   np.testing.assert_array_equal(critic.embedding[...], reference.embedder.input_embedding[...])
-  tokens = jnp.array([[1, 5, 6, 7]])
-  mask = jnp.tril(jnp.ones((4, 4), bool))[None]
-  values = nnx.jit(lambda c: c(tokens, jnp.arange(4)[None], None, mask))(critic)
-  assert values.shape == (1, 4, 1) and float(jnp.max(jnp.abs(values))) == 0.0
+  layer = lambda m: m.layers[0].attn.q_proj.w[...]
+  np.testing.assert_array_equal(layer(critic), layer(reference))
+  # Own buffers: tunix's critic step donates them, which must not delete the reference's.
+  assert layer(critic).unsafe_buffer_pointer() != layer(reference).unsafe_buffer_pointer()
   with pytest.raises(ValueError, match="critic_layers=2"):
     ppo.build_critic(reference, critic_layers=2)
 
@@ -78,14 +90,14 @@ def test_critic_value_loss_decreases_on_a_fixed_batch():
   """tunix's registered PPO value loss, tunix's optimizer filter (nnx.Param): 10 Adam steps on
   one batch cut the loss by > 10x; the frozen embedding does not move. (The value clip is
   opened wide: around fixed old values of 0 a clip of 0.2 caps how far the loss can fall.)"""
-  critic = ppo.build_critic(_tiny_llama(), critic_layers=1)
+  critic = ppo.build_critic(_copy(_random_llama()), critic_layers=1)
   embedding = np.asarray(critic.embedding[...])
   rng = np.random.default_rng(0)
-  completion = jnp.asarray(rng.integers(3, 20, (4, 5)))
   example = ppo_learner.TrainExample(
       prompt_ids=jnp.asarray(rng.integers(3, 20, (4, 3))), prompt_mask=jnp.ones((4, 3), bool),
-      completion_ids=completion, completion_mask=jnp.ones((4, 5), bool),
-      advantages=jnp.zeros((4, 5)), ref_per_token_logps=None, old_per_token_logps=None,
+      completion_ids=jnp.asarray(rng.integers(3, 20, (4, 5))),
+      completion_mask=jnp.ones((4, 5), bool), advantages=jnp.zeros((4, 5)),
+      ref_per_token_logps=None, old_per_token_logps=None,
       returns=jnp.asarray(rng.uniform(-1, 1, (4, 5)), jnp.float32), old_values=jnp.zeros((4, 5)))
   loss_fn = function_registry.get_value_loss_fn("ppo")
   optimizer = nnx.Optimizer(critic, optax.adam(3e-2), wrt=nnx.Param)
@@ -103,37 +115,29 @@ def test_critic_value_loss_decreases_on_a_fixed_batch():
   np.testing.assert_array_equal(critic.embedding[...], embedding)
 
 
-def test_ppo_learner_steps_with_the_critic():
-  """Two tunix PPO steps: every metric finite, the first values 0 (zero head), KL(π_old‖π_ref)
-  0 at step 1 (policy = reference), the policy and critic trained, the reference untouched."""
-  policy, reference = _tiny_llama(), _tiny_llama()
-  ref_before, policy_before = _params(reference), _params(policy)
-  seen = []
-  records = ppo.train_ppo(policy, reference, VOCAB, PROMPTS, _length_reward, steps=2,
-                          batch_size=2, max_new_tokens=4, learning_rate=1e-2, beta=0.04, seed=0,
-                          settings=ppo.PPOSettings(critic_layers=1), on_step=seen.append)
-  assert seen == [0, 1] and [r["step"] for r in records] == [1, 2]
-  for record in records:
-    assert set(ppo.STEP_METRICS) <= set(record)
-    assert all(math.isfinite(v) for v in record.values()), record
-  assert records[0]["value_mean"] == 0.0 and records[1]["value_mean"] != 0.0
-  assert abs(records[0]["kl_ref"]) < 1e-5 and records[0]["value_loss"] > 0
-  assert 0 < records[0]["reward"] <= 4 * max(len(w) for w in VOCAB.DEFAULT_MAPPING) + 3
-  assert _changed(policy_before, policy) and not _changed(ref_before, reference)
+def test_ppo_runner_steps_train_the_policy_and_the_critic():
+  """Two `ppo` steps: metrics finite, the first values exactly 0 (zero head) and the second not
+  (the critic trained), the policy trained, the reference untouched, and B × G completions."""
+  ctx = _context("ppo")
+  ref_before, policy_before = _params(ctx.reference), _params(ctx.policy)
+  runner = methods.get_method("ppo")(ctx)
+  try:
+    batch = {"prompts": list(WORDS[:2])}
+    steps = [runner.step(batch, jax.random.key(i)) for i in range(2)]
+  finally:
+    runner.close()
+  for m in steps:
+    assert all(math.isfinite(v) for v in m.values()), m
+    assert {"reward_mean", "loss", "pg_clipfrac", "critic/loss", "critic/vpred_mean"} <= set(m)
+  assert steps[0]["critic/vpred_mean"] == 0.0 and steps[1]["critic/vpred_mean"] != 0.0
+  assert steps[0]["critic/loss"] > 0
+  assert len(runner._rewards) == 2 * 2  # pylint: disable=protected-access
+  assert _changed(policy_before, runner.policy) and not _changed(ref_before, ctx.reference)
 
 
-def test_ppo_bad_sizes_are_refused_with_the_value_named():
-  with pytest.raises(ValueError, match="batch_size=0"):
-    ppo.train_ppo(None, None, VOCAB, PROMPTS, _length_reward, steps=1, batch_size=0,
-                  max_new_tokens=4, learning_rate=1e-3, beta=0.04, seed=0)
-  with pytest.raises(ValueError, match="batch_size=5 exceeds the 4 prompts"):
-    next(ppo.prompt_batches(PROMPTS, 5, 1, 0))
-
-
-def test_prompt_batches_cover_every_prompt_each_epoch():
-  batches = [b["prompts"].tolist() for b in ppo.prompt_batches(PROMPTS, 2, 4, seed=3)]
-  assert sorted(batches[0] + batches[1]) == sorted(PROMPTS)
-  assert sorted(batches[2] + batches[3]) == sorted(PROMPTS)
+def test_ppo_refuses_a_temperature_other_than_1():
+  with pytest.raises(ValueError, match="temperature=0.9"):
+    validate(RLHFConfig(method="ppo", temperature=0.9), check_model_file=False)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -159,8 +163,8 @@ def test_pairs_are_best_versus_worst_and_ties_are_dropped():
 
 
 def test_pair_batch_masks_come_from_lengths_not_from_the_pad_id():
-  """SmolLM2's file pads with a token chat prompts contain: a pad-valued real token stays
-  unmasked; prompts are left-padded, completions right-padded and cut to the length."""
+  """A pad-valued real token stays unmasked; prompts are left-padded, completions right-padded
+  and cut to the length."""
   pair = {"prompt_ids": [1, 2, 7], "chosen_ids": [2, 5], "rejected_ids": [6, 6, 6, 6, 6]}
   batch = dpo.pair_batch([pair, {**pair, "prompt_ids": [2]}], prompt_length=4,
                          completion_length=4, pad_id=2)
@@ -171,45 +175,54 @@ def test_pair_batch_masks_come_from_lengths_not_from_the_pad_id():
   np.testing.assert_array_equal(batch["rejected_mask"][0], [1, 1, 1, 1])
 
 
-def test_saved_pairs_are_reused_without_sampling(tmp_path):
-  path = tmp_path / dpo.PAIRS_FILE
-  pair = {"prompt": "a", "prompt_ids": [1], "chosen_ids": [3], "rejected_ids": [4]}
-  path.write_text(json.dumps(pair) + "\n")
-  # No model: sampling would fail, so reading the file is the only way this returns.
-  assert dpo.preference_pairs(path, None, VOCAB, ["a"], _length_reward, samples_per_prompt=2,
-                              max_new_tokens=4, seed=0) == [pair]
-  path.write_text("{not json\n")
-  with pytest.raises(ValueError, match="line 1"):
-    dpo.load_pairs(path)
+def test_step_pairs_depend_on_seed_and_step_only():
+  np.testing.assert_array_equal(dpo.step_pairs(10, 4, 0, 3), dpo.step_pairs(10, 4, 0, 3))
+  assert len(set(dpo.step_pairs(10, 4, 0, 3))) == 4
+  assert sorted(dpo.step_pairs(2, 4, 0, 1).tolist()) != [0, 1]  # fewer pairs: with replacement
 
 
-def test_dpo_step_starts_at_log_2_on_pairs_from_the_reference(tmp_path):
-  """Pairs sampled from the reference and ranked by the reward; at π_θ = π_ref the DPO loss is
-  −log σ(0) = log 2 whatever the pairs; after one step the policy moved, the reference did not.
-  """
-  policy, reference = _tiny_llama(), _tiny_llama()
-  ref_before, policy_before = _params(reference), _params(policy)
-  records = dpo.train_dpo(policy, reference, VOCAB, PROMPTS, _length_reward, out_dir=tmp_path,
-                          steps=2, batch_size=2, max_new_tokens=4, learning_rate=1e-2, seed=0,
-                          samples_per_prompt=3)
-  np.testing.assert_allclose(records[0]["loss"], math.log(2.0), rtol=1e-6)
-  np.testing.assert_allclose(records[0]["reward_margin"], 0.0, atol=1e-6)
-  assert all(math.isfinite(v) for r in records for v in r.values())
-  assert records[1]["loss"] != records[0]["loss"]
-  pairs = dpo.load_pairs(tmp_path / dpo.PAIRS_FILE)
-  assert 1 <= len(pairs) <= len(PROMPTS)
+def test_dpo_runner_pairs_from_the_reference_loss_log_2_and_reuse_on_resume(tmp_path,
+                                                                            monkeypatch):
+  """Pairs sampled from the reference, ranked by the reward, saved; at π_θ = π_ref the DPO loss
+  is −log σ(0) = log 2 whatever the pairs; a second runner on the same run folder reads the
+  pairs back without sampling; the checkpoint state restores the step counter."""
+  ctx = _context("dpo", out_dir=str(tmp_path), num_generations=3)
+  ref_before, policy_before = _params(ctx.reference), _params(ctx.policy)
+  runner = methods.get_method("dpo")(ctx)
+  try:
+    first = runner.step({"prompts": ["ignored"]}, jax.random.key(0))
+    state = runner.checkpoint_state()
+  finally:
+    runner.close()
+  np.testing.assert_allclose(first["loss"], math.log(2.0), rtol=1e-6)
+  np.testing.assert_allclose(first["dpo/rewards/margin"], 0.0, atol=1e-6)
+  assert all(math.isfinite(v) for v in first.values()) and first["chosen_reward"] > 0
+  assert _changed(policy_before, runner.policy) and not _changed(ref_before, ctx.reference)
+  path = tmp_path / dpo.PAIRS_FOLDER / "seed0.jsonl"
+  pairs = dpo.load_pairs(str(path))
+  assert 1 <= len(pairs) <= len(WORDS)
   for p in pairs:
     assert p["chosen_reward"] > p["rejected_reward"]
-    assert _length_reward(None, [p["chosen"], p["rejected"]]) == [p["chosen_reward"],
+    assert TASK.reward_fn(None, [p["chosen"], p["rejected"]]) == [p["chosen_reward"],
                                                                   p["rejected_reward"]]
-    assert VOCAB.pad_id() not in p["chosen_ids"] + p["rejected_ids"]  # a pad id stops sampling
-  assert _changed(policy_before, policy) and not _changed(ref_before, reference)
+    assert VOCAB.pad_id() not in p["chosen_ids"] + p["rejected_ids"]
+
+  def no_sampling(*args, **kwargs):
+    raise AssertionError("sampled again")
+
+  monkeypatch.setattr(dpo, "sample_groups", no_sampling)
+  again = dpo.DPORunner(_context("dpo", out_dir=str(tmp_path), num_generations=3))
+  try:
+    assert again.pairs == pairs
+    again.restore_checkpoint_state(state)
+    assert again._step == 1  # pylint: disable=protected-access
+  finally:
+    again.close()
+  path.write_text("{not json\n")
+  with pytest.raises(ValueError, match="line 1"):
+    dpo.load_pairs(str(path))
 
 
-def test_dpo_bad_settings_are_refused_with_the_value_named(tmp_path):
-  with pytest.raises(ValueError, match="samples_per_prompt=1"):
-    dpo.train_dpo(None, None, VOCAB, PROMPTS, _length_reward, out_dir=tmp_path, steps=1,
-                  batch_size=2, max_new_tokens=4, learning_rate=1e-3, seed=0,
-                  samples_per_prompt=1)
-  with pytest.raises(ValueError, match="every prompt's samples tied"):
-    next(dpo.pair_batches([], 2, 1, 0, completion_length=4, pad_id=0))
+def test_dpo_refuses_fewer_than_two_samples_per_prompt():
+  with pytest.raises(ValueError, match="num_generations=1"):
+    validate(RLHFConfig(method="dpo", num_generations=1), check_model_file=False)

@@ -184,7 +184,7 @@ class _SeedRun:
     self.reference = nnx.merge(setup.graphdef, setup.initial_state)
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("fsdp", "tp"))
     ctx = methods.MethodContext(cfg.method, policy, self.reference, setup.tokenizer, setup.task,
-                                cfg, seed, mesh, setup.max_prompt_length)
+                                cfg, seed, mesh, setup.max_prompt_length, setup.out)
     self.runner = methods.get_method(cfg.method)(ctx)
     # Built on the runner's policy: its weights are swapped in at every evaluation, which needs
     # the placement the runner gave them (tunix's cluster moves them onto its mesh).
