@@ -1,4 +1,4 @@
-"""`rgpo rlhf` (skeleton): bad input is refused with the value named, before any model is loaded;
+"""`rgpo rlhf`: bad input is refused with the value named, before any model is loaded;
 and the VADER reward scores sentiment offline."""
 
 import os
@@ -26,6 +26,10 @@ def _refused(tmp_path, *flags):
     (("--learning-rate", "0"), "learning_rate=0"),
     (("--beta", "0"), "beta=0"),                       # rgpo_dual needs π_ref's log-probs
     (("--model", "/nonexistent/model.gguf"), "/nonexistent/model.gguf"),
+    (("--advantage", "gae"), "'gae'"),
+    (("--method", "grpo", "--advantage", "pass_at_k", "--pass-k", "8"), "pass_k=8"),
+    (("--method", "ppo", "--advantage", "surrogate"), "method='ppo'"),
+    (("--task", "arithmetic", "--eval-samples", "2", "--pass-k", "4"), "eval_samples=2"),
 ])
 def test_bad_input_is_refused_with_the_value_named(tmp_path, flags, named):
   assert named in _refused(tmp_path, *flags)
@@ -39,10 +43,14 @@ def test_an_output_folder_holding_files_is_refused(tmp_path):
     cli.main(["rlhf", "--out", str(out)])
 
 
-def test_valid_configuration_says_the_driver_is_missing_and_writes_nothing(tmp_path, capsys):
-  assert cli.main(["rlhf", "--out", str(tmp_path / "run"), "--method", "grpo"]) == 2
-  assert "not implemented yet" in capsys.readouterr().out
-  assert not os.path.exists(tmp_path / "run")
+def test_resume_needs_a_run_folder_and_its_own_settings(tmp_path):
+  with pytest.raises(SystemExit, match="config.json"):
+    cli.main(["rlhf", "--resume", str(tmp_path)])
+  run = tmp_path / "run"
+  run.mkdir()
+  (run / "config.json").write_text('{"config": {"method": "grpo", "steps": 5}}')
+  with pytest.raises(SystemExit, match=r"--steps 7 \(run: 5\)"):
+    cli.main(["rlhf", "--resume", str(run), "--steps", "7"])
 
 
 def test_rgpo_help_does_not_import_tunix():

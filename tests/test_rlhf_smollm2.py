@@ -56,6 +56,17 @@ def test_tokenizer_round_trips_and_keeps_chat_tokens_whole(smollm2):
   assert tokenizer.tokenize("in 2024") == ["in", "Ġ", "2", "0", "2", "4"]  # digits one by one
 
 
+def test_pad_token_never_occurs_in_a_chat_prompt(smollm2):
+  """The file pads with <|im_end|> (its EOS), which chat prompts contain; tunix masks every
+  pad-id token of a prompt, so the loader pads with <|endoftext|> (id 0) instead."""
+  tokenizer, _, _ = smollm2
+  prompt = tokenizer.apply_chat_template([{"role": "user", "content": INSTRUCTION}],
+                                         tokenize=False, add_generation_prompt=True)
+  ids = tokenizer(prompt)["input_ids"]
+  assert (tokenizer.pad_token_id, tokenizer.eos_token_id) == (0, 2)
+  assert 2 in ids and 0 not in ids
+
+
 def test_perplexity_of_a_plain_paragraph_is_low(smollm2):
   """Measured once: 25.4 (tunix 0.1.7's Llama applies RoPE with θ = 1e6 whatever the config
   says; with SmolLM2's θ = 1e5 it is 24.7). Without undoing llama.cpp's Q/K row permutation the

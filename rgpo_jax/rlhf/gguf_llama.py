@@ -167,7 +167,8 @@ def gguf_tokenizer(metadata: dict[str, Any]):
 
   Mirrors SmolLM2's tokenizer (llama.cpp pre-tokenizer "smollm"): digits split one by one, then
   GPT-2 byte-level pre-tokenisation without a prefix space; control tokens (token_type 3) are
-  special tokens; no BOS is added (tokenizer.ggml.add_bos_token = False).
+  special tokens; no BOS is added (tokenizer.ggml.add_bos_token = False). The pad token is the
+  file's, unless that is the EOS token (SmolLM2's case): then the unknown token.
   """
   from tokenizers import Tokenizer, decoders, models, pre_tokenizers  # pylint: disable=g-import-not-at-top
   from transformers import PreTrainedTokenizerFast  # pylint: disable=g-import-not-at-top
@@ -185,9 +186,13 @@ def gguf_tokenizer(metadata: dict[str, Any]):
   backend.decoder = decoders.ByteLevel()
   backend.add_special_tokens([tok for tok, kind in zip(tokens, types) if kind == 3])
   name = lambda key: tokens[int(metadata[f"tokenizer.ggml.{key}_token_id"])]
+  # SmolLM2's file pads with its EOS, <|im_end|>, which every chat prompt contains; tunix masks
+  # every pad-id token of a prompt (sampler, log-probs, values), so a distinct pad is needed:
+  # the unknown token (<|endoftext|>, id 0), which chat prompts do not contain.
+  pad = name("padding") if name("padding") != name("eos") else name("unknown")
   return PreTrainedTokenizerFast(
       tokenizer_object=backend, bos_token=name("bos"), eos_token=name("eos"),
-      unk_token=name("unknown"), pad_token=name("padding"),
+      unk_token=name("unknown"), pad_token=pad,
       chat_template=metadata.get("tokenizer.chat_template"))
 
 
