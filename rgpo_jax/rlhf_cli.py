@@ -28,6 +28,9 @@ METHODS = ("rgpo_dual", "rgpo_sigmoid", "grpo", "ppo", "dpo")
 GROUP_METHODS = ("rgpo_dual", "rgpo_sigmoid", "grpo")
 # Tasks (`rgpo_jax.rlhf.prompts`): VADER sentiment of the completion; exact-answer arithmetic.
 TASKS = ("sentiment", "arithmetic")
+# Advantage estimators of the group methods (`rgpo_jax.rlhf.advantage_estimators`): tunix's
+# GRPO normalisation, the closed-form Pass@k advantages, the surrogate F(ρ) = 1 − (1 − ρ)^k.
+ADVANTAGES = ("grpo", "pass_at_k", "surrogate")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +40,8 @@ class RLHFConfig:
 
   method: str = "rgpo_dual"
   task: str = "sentiment"
+  advantage: str = "grpo"         # group methods' advantage estimator, one of ADVANTAGES
+  pass_k: int = 4                 # k of the pass_at_k / surrogate advantages and of eval pass@k
   seeds: int = 3
   seed: int = 0                   # the first seed; runs use seed, seed + 1, ...
   steps: int = 100
@@ -62,7 +67,7 @@ class RLHFConfig:
 
 
 _POSITIVE_INTS = ("seeds", "steps", "batch_size", "num_generations", "num_iterations",
-                  "max_new_tokens", "eval_every", "eval_samples")
+                  "max_new_tokens", "eval_every", "eval_samples", "pass_k")
 
 
 def validate(config: RLHFConfig, check_model_file: bool = True) -> None:
@@ -71,13 +76,34 @@ def validate(config: RLHFConfig, check_model_file: bool = True) -> None:
     raise ValueError(f"rgpo rlhf: unknown method {config.method!r}; allowed: {', '.join(METHODS)}")
   if config.task not in TASKS:
     raise ValueError(f"rgpo rlhf: unknown task {config.task!r}; allowed: {', '.join(TASKS)}")
+  if config.advantage not in ADVANTAGES:
+    raise ValueError(f"rgpo rlhf: unknown advantage {config.advantage!r}; allowed: "
+                     f"{', '.join(ADVANTAGES)}")
   for name in _POSITIVE_INTS:
     value = getattr(config, name)
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
       raise ValueError(f"rgpo rlhf: {name} must be a positive integer, got {name}={value!r}")
+  if config.advantage != "grpo":
+    if config.method not in GROUP_METHODS:
+      raise ValueError(f"rgpo rlhf: advantage {config.advantage!r} is for the group methods "
+                       f"({', '.join(GROUP_METHODS)}), got method={config.method!r}")
+    if config.pass_k > config.num_generations:
+      raise ValueError(f"rgpo rlhf: advantage {config.advantage!r} needs pass_k <= "
+                       f"num_generations={config.num_generations}, got pass_k={config.pass_k}")
   if config.method in GROUP_METHODS and config.num_generations < 2:
     raise ValueError(f"rgpo rlhf: method {config.method!r} compares completions within a group: "
                      f"num_generations must be >= 2, got num_generations={config.num_generations}")
+  if config.method == "dpo" and config.num_generations < 2:
+    raise ValueError(f"rgpo rlhf: method 'dpo' ranks num_generations samples of each prompt "
+                     f"into a pair: num_generations must be >= 2, got "
+                     f"num_generations={config.num_generations}")
+  if config.method == "ppo" and config.temperature != 1.0:
+    raise ValueError(f"rgpo rlhf: method 'ppo' needs temperature=1 (tunix 0.1.7 scores π_ref at "
+                     f"the rollout temperature and π_old at 1: a biased KL penalty), got "
+                     f"temperature={config.temperature!r}")
+  if config.task == "arithmetic" and config.eval_samples < config.pass_k:
+    raise ValueError(f"rgpo rlhf: evaluation pass@k of task 'arithmetic' needs eval_samples >= "
+                     f"pass_k={config.pass_k}, got eval_samples={config.eval_samples}")
   if not config.learning_rate > 0:
     raise ValueError(f"rgpo rlhf: learning_rate must be > 0, got "
                      f"learning_rate={config.learning_rate!r}")
@@ -114,6 +140,8 @@ INTERRUPTED_EXIT = 130
 
 _FLAGS = (
     ("task", str, "prompts and reward: " + ", ".join(TASKS)),
+    ("advantage", str, "advantage estimator of group methods: " + ", ".join(ADVANTAGES)),
+    ("pass_k", int, "k of the pass_at_k / surrogate advantages and of evaluation pass@k"),
     ("seeds", int, "independent runs, one after another"),
     ("seed", int, "the first seed"),
     ("steps", int, "training steps per run"),

@@ -26,6 +26,10 @@ def _refused(tmp_path, *flags):
     (("--learning-rate", "0"), "learning_rate=0"),
     (("--beta", "0"), "beta=0"),                       # rgpo_dual needs π_ref's log-probs
     (("--model", "/nonexistent/model.gguf"), "/nonexistent/model.gguf"),
+    (("--advantage", "gae"), "'gae'"),
+    (("--method", "grpo", "--advantage", "pass_at_k", "--pass-k", "8"), "pass_k=8"),
+    (("--method", "ppo", "--advantage", "surrogate"), "method='ppo'"),
+    (("--task", "arithmetic", "--eval-samples", "2", "--pass-k", "4"), "eval_samples=2"),
 ])
 def test_bad_input_is_refused_with_the_value_named(tmp_path, flags, named):
   assert named in _refused(tmp_path, *flags)

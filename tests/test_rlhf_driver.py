@@ -115,6 +115,30 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(finished, tmp_path):
     driver.run_rlhf(CONFIG, out, resume=True, load_model=tiny_model, task=TASK, progress=False)
 
 
+def test_a_binary_task_reports_pass_at_k_and_trains_with_the_chosen_advantage(finished, tmp_path):
+  """A verifiable (0/1) tiny task with the closed-form Pass@k advantages: every evaluation
+  reports pass@1 and pass@k, equal to the unbiased estimator on the written samples."""
+  from rgpo_jax.rlhf import tasks
+  task = prompts.Task("tiny_binary", TASK.train, TASK.eval, binary=True,
+                      reward_fn=lambda prompts, completions, **kw: [float("hello" in c)
+                                                                    for c in completions])
+  config = RLHFConfig(**{**CONFIG.to_dict(), "method": "grpo", "advantage": "pass_at_k",
+                         "pass_k": 2, "beta": 0.0, "steps": 1, "eval_samples": 3})
+  out = str(tmp_path / "run")
+  summary = driver.run_rlhf(config, out, load_model=tiny_model, task=task, progress=False)
+  records = _records(os.path.join(out, "metrics.jsonl"))
+  samples = _records(os.path.join(out, "samples.jsonl"))
+  for record, when in zip(records, ("before", "after")):
+    rewards = np.array([s["reward"] for s in samples if s["when"] == when]).reshape(-1, 3)
+    for k in (1, 2):
+      assert record[f"eval_pass@{k}"] == pytest.approx(tasks.pass_at_k_of_rewards(rewards, k))
+  assert summary["advantage"] == "pass_at_k"
+  assert summary["final_eval_pass@2_mean"] == pytest.approx(records[-1]["eval_pass@2"])
+  finished_out, _ = finished  # a non-binary task reports no pass@k
+  assert not any("eval_pass@1" in r for r in _records(os.path.join(finished_out,
+                                                                   "metrics.jsonl")))
+
+
 def _never_loaded(config):
   raise AssertionError("the model was loaded before the configuration was checked")
 

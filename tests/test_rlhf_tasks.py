@@ -81,3 +81,17 @@ def test_exact_answer_reward_negative_answers_and_lengths():
   assert tasks.exact_answer_reward(["q"] * 3, ["-5", "\u22125", "5"], answer=[-5] * 3) == [1, 1, 0]
   with pytest.raises(ValueError, match="2 completions but 1 answers"):
     tasks.exact_answer_reward(["q", "q"], ["1", "2"], answer=[1])
+
+
+def test_arithmetic_task_splits_all_problems_into_disjoint_train_and_eval():
+  from rgpo_jax.rlhf import prompts
+  task = prompts.get_task("arithmetic")
+  assert task.binary and len(task.train) == 68 and len(task.eval) == 32
+  questions = [e["prompt"] for e in task.train + task.eval]
+  assert len(set(questions)) == 100  # every one-digit sum exactly once
+  assert not {e["prompt"] for e in task.train} & {e["prompt"] for e in task.eval}
+  e = task.eval[0]
+  assert task.reward_fn(prompts=[e["prompt"]] * 2, completions=[str(e["answer"]), "x"],
+                        answer=[e["answer"]] * 2, mode="train") == [1.0, 0.0]
+  with pytest.raises(ValueError, match="eval_count=100"):
+    tasks.ArithmeticTask().split(100, seed=0)

@@ -29,8 +29,7 @@ from typing import Callable
 import numpy as np
 
 from rgpo_jax import advantages as adv
-
-ADVANTAGES = ("grpo", "pass_at_k", "surrogate")
+from rgpo_jax.rlhf_cli import ADVANTAGES  # the names, where the command line checks them
 SURROGATE = "pass_at_k"  # the F(ρ) of the "surrogate" choice, a key of advantages.SURROGATES
 
 

@@ -13,12 +13,14 @@ trains on exactly what an uninterrupted run would.
 Files in the run folder (like `rgpo train`'s):
   config.json     the `RLHFConfig`, the task's size and the resolved model file;
   metrics.jsonl   one line per (seed, step): {"seed", "step", "seconds" (wall), "cpu_seconds"
-                  (of this process, all threads), "reward_mean", "loss", method metrics ...}; lines of evaluation steps also hold "eval_reward" and
-                  "eval_kl" (step 0's line holds only the evaluation);
+                  (of this process, all threads), "reward_mean", "loss", method metrics ...};
+                  lines of evaluation steps also hold "eval_reward" and "eval_kl", and for a
+                  binary task (e.g. arithmetic) "eval_pass@1" and "eval_pass@<pass_k>" (step
+                  0's line holds only the evaluation);
   samples.jsonl   every evaluation completion of step 0 ("when": "before") and of the last
                   step ("after"): prompt, completion, reward, KL̂;
-  summary.json    final evaluation reward and KL per seed, mean ± std over seeds, seconds per
-                  step, parameter checksums;
+  summary.json    final evaluation reward and KL (and pass@1, pass@k for a binary task) per
+                  seed, mean ± std over seeds, seconds per step, parameter checksums;
   plots/          reward over steps, and reward vs KL to the reference (the Pareto view);
   runs/seed<S>.json  a finished seed's summary (a resumed run skips finished seeds);
   checkpoints/seed<S>/  the running seed's checkpoint (`rgpo_jax.training.checkpoint`, orbax):
@@ -184,7 +186,7 @@ class _SeedRun:
     self.reference = nnx.merge(setup.graphdef, setup.initial_state)
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("fsdp", "tp"))
     ctx = methods.MethodContext(cfg.method, policy, self.reference, setup.tokenizer, setup.task,
-                                cfg, seed, mesh, setup.max_prompt_length)
+                                cfg, seed, mesh, setup.max_prompt_length, setup.out)
     self.runner = methods.get_method(cfg.method)(ctx)
     # Built on the runner's policy: its weights are swapped in at every evaluation, which needs
     # the placement the runner gave them (tunix's cluster moves them onto its mesh).
@@ -229,8 +231,17 @@ class _SeedRun:
     self.runner.close()
 
 
-def _eval_fields(evaluation) -> dict[str, float]:
-  return {"eval_reward": evaluation.reward_mean, "eval_kl": evaluation.kl_mean}
+def _eval_fields(evaluation, setup: _Setup) -> dict[str, float]:
+  """Evaluation reward and KL; for a binary task also pass@1 and pass@k (k = `pass_k`), the
+  unbiased estimator over each prompt's `eval_samples` completions."""
+  fields = {"eval_reward": evaluation.reward_mean, "eval_kl": evaluation.kl_mean}
+  if setup.task.binary:
+    from rgpo_jax.rlhf import tasks  # pylint: disable=import-outside-toplevel
+    rewards = evaluation.rewards.reshape(-1, setup.config.eval_samples)
+    for k in sorted({1, setup.config.pass_k}):
+      if k <= rewards.shape[1]:
+        fields[f"eval_pass@{k}"] = tasks.pass_at_k_of_rewards(rewards, k)
+  return fields
 
 
 class _Files:
@@ -268,7 +279,7 @@ def _run_seed(setup: _Setup, seed: int, files: _Files, bar, stop, log,
   try:
     if step == 0:
       first = run.evaluate()
-      files.metrics({"seed": seed, "step": 0, **_eval_fields(first)})
+      files.metrics({"seed": seed, "step": 0, **_eval_fields(first, setup)})
       files.samples(seed, 0, "before", first)
     bar.update(step)
     seconds, cpu_seconds, final = [], [], None
@@ -282,7 +293,7 @@ def _run_seed(setup: _Setup, seed: int, files: _Files, bar, stop, log,
                 "cpu_seconds": cpu_seconds[-1], **metrics}
       if step % cfg.eval_every == 0 or step == cfg.steps:
         final = run.evaluate()
-        record.update(_eval_fields(final))
+        record.update(_eval_fields(final, setup))
       files.metrics(record)
       bar.update(1)
       bar.set_postfix(seed=seed, reward=f"{metrics['reward_mean']:.3f}",
@@ -297,8 +308,10 @@ def _run_seed(setup: _Setup, seed: int, files: _Files, bar, stop, log,
     if final is None:  # resumed exactly at the end
       final = run.evaluate()
     files.samples(seed, step, "after", final)
+    pass_at = {f"final_{k}": v for k, v in _eval_fields(final, setup).items()
+               if k.startswith("eval_pass@")}
     return {"seed": seed, "final_eval_reward": final.reward_mean,
-            "final_eval_kl": final.kl_mean,
+            "final_eval_kl": final.kl_mean, **pass_at,
             # The first step of a process compiles; later ones are the cost of a step.
             "seconds_per_step": float(np.mean(seconds[1:])) if len(seconds) > 1 else None,
             "cpu_seconds_per_step": (float(np.mean(cpu_seconds[1:])) if len(cpu_seconds) > 1
@@ -325,7 +338,11 @@ def summarize(config: RLHFConfig, per_seed: list[dict[str, Any]]) -> dict[str, A
   kl, kl_std = _mean_std([s["final_eval_kl"] for s in per_seed])
   step_s, _ = _mean_std([s["seconds_per_step"] for s in per_seed])
   cpu_s, _ = _mean_std([s["cpu_seconds_per_step"] for s in per_seed])
-  return {"method": config.method, "task": config.task, "num_seeds": len(per_seed),
+  pass_at = {}
+  for key in sorted({k for s in per_seed for k in s if k.startswith("final_eval_pass@")}):
+    pass_at[key + "_mean"], pass_at[key + "_std"] = _mean_std([s.get(key) for s in per_seed])
+  return {"method": config.method, "task": config.task, "advantage": config.advantage,
+          **pass_at, "num_seeds": len(per_seed),
           "steps": config.steps, "final_eval_reward_mean": reward,
           "final_eval_reward_std": reward_std, "final_eval_kl_mean": kl,
           "final_eval_kl_std": kl_std, "seconds_per_step": step_s,

@@ -7,7 +7,9 @@ A `Task` is
   reward_fn   tunix's form: `reward_fn(prompts=[...], completions=[...], **fields) -> [float]`,
               one float per completion; each field arrives as a list parallel to completions
               (tunix repeats batch fields with the prompts); ignore unknown keyword arguments
-              (tunix adds e.g. `mode`).
+              (tunix adds e.g. `mode`);
+  binary      True when every reward is 0 or 1 (a verifiable task): evaluations then also
+              report pass@1 and pass@k (`tasks.pass_at_k`).
 
 The driver wraps each "prompt" in the tokenizer's chat template (when it has one; the tiny test
 vocabulary has none) and hands methods tunix's training input {"prompts": [...], **fields}.
@@ -40,6 +42,7 @@ class Task:
   train: tuple[Mapping[str, Any], ...]
   eval: tuple[Mapping[str, Any], ...]
   reward_fn: Callable[..., list[float]]
+  binary: bool = False
 
   def __post_init__(self):
     for split in ("train", "eval"):

@@ -1,10 +1,11 @@
 """Verifiable tasks for RL on language models: templated arithmetic with an exact-answer reward,
 and the unbiased pass@k estimator.
 
-A task is a list of prompts plus a reward function in tunix's form,
+A task (`rgpo_jax.rlhf.prompts.Task`) is prompts plus a reward function in tunix's form,
 `reward_fn(prompts=[...], completions=[...], **batch_fields) -> list[float]`; here every
 prompt carries its `answer` as a batch field (tunix repeats batch fields with the prompts).
-Everything in this module is plain Python / numpy: no model, no tunix.
+Importing this module registers the task "arithmetic" (`arithmetic_task`) for `rgpo rlhf
+--task arithmetic`. Everything here is plain Python / numpy: no model, no tunix.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import re
 from typing import Sequence
 
 import numpy as np
+
+from rgpo_jax.rlhf import prompts as task_registry
 
 OPERATIONS = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
 DEFAULT_TEMPLATE = "What is {a} {op} {b}? Answer with the number only."
@@ -69,6 +72,41 @@ class ArithmeticTask:
       out.append({"question": self.template.format(a=ai, op=op, b=bi),
                   "answer": OPERATIONS[op](ai, bi), "a": ai, "op": op, "b": bi})
     return out
+
+  def split(self, eval_count: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, eval): every distinct problem of the task, shuffled by `seed`; the first
+    `eval_count` are the evaluation problems, the others the training ones (disjoint)."""
+    size = (self.high - self.low + 1) ** 2 * len(self.operations)
+    if size > 1_000_000:
+      raise ValueError(f"ArithmeticTask.split: enumerates every problem, {size} is too many; "
+                       f"narrow [low, high] = [{self.low}, {self.high}]")
+    if not isinstance(eval_count, int) or not 0 < eval_count < size:
+      raise ValueError(f"ArithmeticTask.split: eval_count must be in [1, {size - 1}] (the task "
+                       f"has {size} problems), got eval_count={eval_count!r}")
+    operands = range(self.low, self.high + 1)
+    problems = [{"question": self.template.format(a=a, op=op, b=b),
+                 "answer": OPERATIONS[op](a, b), "a": a, "op": op, "b": b}
+                for op in self.operations for a in operands for b in operands]
+    order = np.random.default_rng(seed).permutation(size)
+    shuffled = [problems[i] for i in order]
+    return shuffled[eval_count:], shuffled[:eval_count]
+
+
+ARITHMETIC = ArithmeticTask(low=0, high=9, operations=("+",))
+ARITHMETIC_EVAL_PROBLEMS = 32
+ARITHMETIC_SPLIT_SEED = 0
+
+
+@task_registry.register_task("arithmetic")
+def arithmetic_task() -> task_registry.Task:
+  """One-digit addition ("What is 3 + 8? Answer with the number only."): the 100 problems of
+  [0, 9]², 32 held out for evaluation, 68 for training; reward `exact_answer_reward` (binary,
+  so evaluations also report pass@k). Operands in [0, 9] because SmolLM2-135M-Instruct solves
+  them sometimes, not always: measured pass@1 ≈ 0.10 at temperature 1 (docs/rlhf.md)."""
+  train, evaluation = ARITHMETIC.split(ARITHMETIC_EVAL_PROBLEMS, ARITHMETIC_SPLIT_SEED)
+  example = lambda p: {"prompt": p["question"], "answer": p["answer"]}
+  return task_registry.Task("arithmetic", tuple(map(example, train)),
+                            tuple(map(example, evaluation)), exact_answer_reward, binary=True)
 
 
 # An optional minus sign (ASCII or U+2212) directly before the digits, then an optional

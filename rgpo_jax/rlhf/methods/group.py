@@ -5,8 +5,8 @@ loss with β·KL(π_θ‖π_ref) in the loss, or one of this library's registere
 (`rgpo_jax.rlhf.policy_loss`): RGPO's sigmoid gate on π_θ/π_old with the same β·KL penalty, or
 the dual-ratio gate g(r_old)·g(r_ref)/g(1), which is anchored to π_ref by its second factor and
 adds no penalty (β > 0 only makes tunix compute π_ref's log-probs). Each step samples G
-completions per prompt, scores them, forms group-normalised advantages (tunix's "grpo"
-estimator) and takes `num_iterations` optimizer steps on that batch; with one iteration every
+completions per prompt, scores them, forms group advantages (tunix's "grpo" estimator, or
+`config.advantage`: the Pass@k choices of `rgpo_jax.rlhf.advantage_estimators`) and takes `num_iterations` optimizer steps on that batch; with one iteration every
 ratio r_old is 1 and the gates only act through their weight at 1, so the default is 2.
 
 `TunixRunner` is the step loop shared with any tunix `RLLearner` (PPO uses it with a critic):
@@ -173,9 +173,11 @@ class TunixRunner:
 
 def _group_runner(ctx: methods.MethodContext) -> TunixRunner:
   from tunix.rl.grpo import grpo_learner  # pylint: disable=import-outside-toplevel
+  from rgpo_jax.rlhf import advantage_estimators  # pylint: disable=import-outside-toplevel
   cfg = ctx.config
   algo = grpo_learner.GRPOConfig(
-      policy_loss_fn=ctx.name, num_generations=cfg.num_generations,
+      policy_loss_fn=ctx.name, advantage_estimator=advantage_estimators.advantage_estimator_name(
+          cfg.advantage, cfg.pass_k, cfg.num_generations), num_generations=cfg.num_generations,
       num_iterations=cfg.num_iterations, beta=cfg.beta, epsilon=0.2)
   return TunixRunner(ctx, lambda cluster, reward_fn: grpo_learner.GRPOLearner(
       rl_cluster=cluster, algo_config=algo, reward_fns=reward_fn))
