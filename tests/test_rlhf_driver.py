@@ -106,7 +106,7 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(finished, tmp_path):
   summary = driver.run_rlhf(driver.load_config(out), out, resume=True, load_model=tiny_model,
                             task=TASK, progress=False)
   assert summary["per_seed"][0]["params_checksum"] == reference["per_seed"][0]["params_checksum"]
-  drop_time = lambda r: {k: v for k, v in r.items() if k != "seconds"}
+  drop_time = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "cpu_seconds")}
   assert ([drop_time(r) for r in _records(os.path.join(out, "metrics.jsonl"))]
           == [drop_time(r) for r in _records(os.path.join(reference_out, "metrics.jsonl"))])
   assert (_records(os.path.join(out, "samples.jsonl"))
@@ -161,3 +161,15 @@ def test_a_missing_model_file_is_named_before_anything_is_loaded(tmp_path):
   with pytest.raises(FileNotFoundError, match="absent.gguf"):
     driver.run_rlhf(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")
+
+
+def test_rlhf_plot_compares_finished_runs(finished, tmp_path, capsys):
+  from rgpo_jax import cli
+  out, summary = finished
+  assert cli.main(["rlhf-plot", out, out, "--out", str(tmp_path / "cmp")]) == 0
+  assert sorted(os.listdir(tmp_path / "cmp")) == ["pareto.png", "results.md", "reward.png"]
+  table = (tmp_path / "cmp" / "results.md").read_text()
+  assert table.count("| rgpo_dual | run | 1 × 3 |") == 2
+  assert f"{summary['final_eval_kl_mean']:.3f} ± 0.000" in table
+  with pytest.raises(SystemExit, match="no summary.json"):
+    cli.main(["rlhf-plot", str(tmp_path), "--out", str(tmp_path / "x")])

@@ -14,7 +14,8 @@ def env_run(tmp_path_factory):
   out = tmp_path_factory.mktemp("variance_env") / "run"
   assert variance_cli.main(["--env", "CartPole-v1", "--quick", "--out", str(out),
                             "--train-steps", "2048", "--samples", "2048", "--per-sample", "256",
-                            "--staleness", "0,3", "--drift-lr", "3e-3"]) == 0
+                            "--staleness", "0,3", "--drift-lr", "3e-3",
+                            "--estimators", "default,gspo,dpo_drift,gspo_sequence"]) == 0
   with open(out / "env_gradients.csv") as f:
     rows = list(csv.DictReader(f))
   return out, {(int(r["staleness"]), r["estimator"]): r for r in rows}
@@ -22,7 +23,7 @@ def env_run(tmp_path_factory):
 
 def test_env_run_writes_tables_and_plots(env_run):
   out, rows = env_run
-  assert len(rows) == 2 * 12
+  assert len(rows) == 2 * 15
   for name in ("env_gradients.csv", "env_ratios.csv", "variance_vs_staleness.png",
                "ratio_distribution.png"):
     assert (out / name).stat().st_size > 0
@@ -40,6 +41,14 @@ def test_fresh_data_is_on_policy_for_every_gate(env_run):
     assert float(rows[0, gate]["relative_distance_to_is"]) < 1e-3, gate
   assert float(rows[0, "sigmoid(k=1)"]["trace_covariance"]) == pytest.approx(trace / 16, rel=1e-3)
   assert float(rows[0, "sigmoid(k=8)"]["relative_distance_to_is"]) == pytest.approx(1.0, rel=1e-3)
+  # Variants by autodiff of their loss on sequences of 16 steps (`evaluate_variant`): on fresh
+  # data GSPO-token's s_i = 1 and DPO's drift is 0, so C_t = Â_t as for IS: the same mean
+  # and per-sample covariance (checks the sequence reshaping, the coefficients' scale N and
+  # the subset's alignment). GSPO with the gradient through the mean has C_t = mean_seq Â.
+  for variant in ("gspo", "dpo_drift"):
+    assert float(rows[0, variant]["trace_covariance"]) == pytest.approx(trace, rel=1e-3), variant
+    assert float(rows[0, variant]["relative_distance_to_is"]) < 1e-3, variant
+  assert float(rows[0, "gspo_sequence"]["relative_distance_to_is"]) > 1e-2
 
 
 def test_stale_data_moves_ratios_and_separates_gates(env_run):
@@ -48,3 +57,5 @@ def test_stale_data_moves_ratios_and_separates_gates(env_run):
   assert float(rows[3, "is"]["ess_fraction"]) < 1.0
   assert float(rows[3, "sapo(1,1.05)"]["relative_distance_to_is"]) > 1e-4
   assert 0.0 < float(rows[3, "ppo_clip(0.2)"]["acceptance_fraction"]) <= 1.0
+  # GSPO's band (1 ± 3e-4) on the sequence ratio rejects most stale sequences.
+  assert float(rows[3, "gspo"]["acceptance_fraction"]) < 0.5

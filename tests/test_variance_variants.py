@@ -31,8 +31,12 @@ def test_estimators_by_variant_name_and_errors_naming_the_value():
   labels_gates = V.estimator_set("is,dual_clip,rgpo_detached")
   assert [label for label, _ in labels_gates] == ["is", "dual_clip", "rgpo_detached"]
   assert labels_gates[1][1].params["c"] == 3.0
-  with pytest.raises(ValueError, match="'gspo' is not a variant with token ratios"):
-    V.estimator_set("is,gspo")
+  # Variants that are not sign-only elementwise gates go through autodiff of their loss.
+  assert [type(e).__name__ for _, e in V.estimator_set("gspo,clip_cov,dpo_drift,sapo")] == [
+      "VariantEstimator"] * 3 + ["Gate"]
   with pytest.raises(SystemExit, match="'nope'"):
     from rgpo_jax.variance import cli
     cli.main(["--synthetic", "--quick", "--estimators", "nope", "--out", "/nonexistent/x"])
+  for mode, length in ((["--synthetic"], "30"), (["--env", "CartPole-v1"], "10")):
+    with pytest.raises(SystemExit, match=f"--sequence-length must divide .*got {length}"):
+      cli.main(mode + ["--quick", "--sequence-length", length, "--out", "/nonexistent/x"])

@@ -12,10 +12,11 @@ trains on exactly what an uninterrupted run would.
 
 Files in the run folder (like `rgpo train`'s):
   config.json     the `RLHFConfig`, the task's size and the resolved model file;
-  metrics.jsonl   one line per (seed, step): {"seed", "step", "seconds", "reward_mean", "loss",
-                  method metrics ...}; lines of evaluation steps also hold "eval_reward" and
-                  "eval_kl", and for a binary task (e.g. arithmetic) "eval_pass@1" and
-                  "eval_pass@<pass_k>" (step 0's line holds only the evaluation);
+  metrics.jsonl   one line per (seed, step): {"seed", "step", "seconds" (wall), "cpu_seconds"
+                  (of this process, all threads), "reward_mean", "loss", method metrics ...};
+                  lines of evaluation steps also hold "eval_reward" and "eval_kl", and for a
+                  binary task (e.g. arithmetic) "eval_pass@1" and "eval_pass@<pass_k>" (step
+                  0's line holds only the evaluation);
   samples.jsonl   every evaluation completion of step 0 ("when": "before") and of the last
                   step ("after"): prompt, completion, reward, KL̂;
   summary.json    final evaluation reward and KL (and pass@1, pass@k for a binary task) per
@@ -185,7 +186,7 @@ class _SeedRun:
     self.reference = nnx.merge(setup.graphdef, setup.initial_state)
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("fsdp", "tp"))
     ctx = methods.MethodContext(cfg.method, policy, self.reference, setup.tokenizer, setup.task,
-                                cfg, seed, mesh, setup.max_prompt_length)
+                                cfg, seed, mesh, setup.max_prompt_length, setup.out)
     self.runner = methods.get_method(cfg.method)(ctx)
     # Built on the runner's policy: its weights are swapped in at every evaluation, which needs
     # the placement the runner gave them (tunix's cluster moves them onto its mesh).
@@ -281,13 +282,15 @@ def _run_seed(setup: _Setup, seed: int, files: _Files, bar, stop, log,
       files.metrics({"seed": seed, "step": 0, **_eval_fields(first, setup)})
       files.samples(seed, 0, "before", first)
     bar.update(step)
-    seconds, final = [], None
+    seconds, cpu_seconds, final = [], [], None
     while step < cfg.steps:
-      t0 = time.perf_counter()
+      t0, c0 = time.perf_counter(), time.process_time()
       metrics = run.step(step + 1)
       seconds.append(time.perf_counter() - t0)
+      cpu_seconds.append(time.process_time() - c0)
       step += 1
-      record = {"seed": seed, "step": step, "seconds": seconds[-1], **metrics}
+      record = {"seed": seed, "step": step, "seconds": seconds[-1],
+                "cpu_seconds": cpu_seconds[-1], **metrics}
       if step % cfg.eval_every == 0 or step == cfg.steps:
         final = run.evaluate()
         record.update(_eval_fields(final, setup))
@@ -309,7 +312,10 @@ def _run_seed(setup: _Setup, seed: int, files: _Files, bar, stop, log,
                if k.startswith("eval_pass@")}
     return {"seed": seed, "final_eval_reward": final.reward_mean,
             "final_eval_kl": final.kl_mean, **pass_at,
+            # The first step of a process compiles; later ones are the cost of a step.
             "seconds_per_step": float(np.mean(seconds[1:])) if len(seconds) > 1 else None,
+            "cpu_seconds_per_step": (float(np.mean(cpu_seconds[1:])) if len(cpu_seconds) > 1
+                                     else None),
             "first_step_seconds": seconds[0] if seconds else None,
             "params_checksum": _params_checksum(run.runner)}
   finally:
@@ -331,6 +337,7 @@ def summarize(config: RLHFConfig, per_seed: list[dict[str, Any]]) -> dict[str, A
   reward, reward_std = _mean_std([s["final_eval_reward"] for s in per_seed])
   kl, kl_std = _mean_std([s["final_eval_kl"] for s in per_seed])
   step_s, _ = _mean_std([s["seconds_per_step"] for s in per_seed])
+  cpu_s, _ = _mean_std([s["cpu_seconds_per_step"] for s in per_seed])
   pass_at = {}
   for key in sorted({k for s in per_seed for k in s if k.startswith("final_eval_pass@")}):
     pass_at[key + "_mean"], pass_at[key + "_std"] = _mean_std([s.get(key) for s in per_seed])
@@ -338,7 +345,8 @@ def summarize(config: RLHFConfig, per_seed: list[dict[str, Any]]) -> dict[str, A
           **pass_at, "num_seeds": len(per_seed),
           "steps": config.steps, "final_eval_reward_mean": reward,
           "final_eval_reward_std": reward_std, "final_eval_kl_mean": kl,
-          "final_eval_kl_std": kl_std, "seconds_per_step": step_s, "per_seed": per_seed}
+          "final_eval_kl_std": kl_std, "seconds_per_step": step_s,
+          "cpu_seconds_per_step": cpu_s, "per_seed": per_seed}
 
 
 def load_default_model(config: RLHFConfig):

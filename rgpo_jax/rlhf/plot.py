@@ -6,7 +6,8 @@ over seeds with a ±1 std band where there is more than one seed:
               against the step;
   pareto.png  evaluation reward against KL̂(π_θ‖π_ref) at every evaluation (mean over seeds),
               from step 0 (open circle) to the end (filled): up and to the left is better.
-`plot_rlhf_runs([run, ...], out)` compares several methods' folders in one figure.
+`plot_rlhf_runs([run, ...], out)` compares several methods' folders in one figure, and
+`results_table([run, ...])` lists their final evaluation (`rgpo rlhf-plot RUN ... --out DIR`).
 """
 
 from __future__ import annotations
@@ -83,3 +84,21 @@ def plot_rlhf_runs(runs: Sequence[str], out: str) -> list[str]:
   fig.savefig(paths[1], dpi=120)
   plt.close(fig)
   return paths
+
+
+def results_table(runs: Sequence[str]) -> str:
+  """A markdown table of the runs' summary.json: final evaluation reward and KL (mean ± std
+  over seeds), seeds, steps and seconds per step."""
+  fmt = lambda m, s: "n/a" if m is None else f"{m:.3f} ± {s:.3f}"
+  lines = ["| method | run | seeds × steps | final reward | final KL to π_ref | s/step | "
+           "CPU-s/step |", "|---|---|---|---|---|---|---|"]
+  for run in runs:
+    with open(os.path.join(run, "summary.json")) as f:
+      s = json.load(f)
+    per_step = lambda key: "n/a" if s.get(key) is None else f"{s[key]:.1f}"
+    lines.append(f"| {s['method']} | {os.path.basename(os.path.normpath(run))} | "
+                 f"{s['num_seeds']} × {s['steps']} | "
+                 f"{fmt(s['final_eval_reward_mean'], s['final_eval_reward_std'])} | "
+                 f"{fmt(s['final_eval_kl_mean'], s['final_eval_kl_std'])} | "
+                 f"{per_step('seconds_per_step')} | {per_step('cpu_seconds_per_step')} |")
+  return "\n".join(lines)

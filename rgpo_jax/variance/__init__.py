@@ -34,15 +34,23 @@ Two instruments live here, both pure functions usable from your own agent:
    fraction and a Hill estimate of the ratios' tail index.
 
 Gates come from `rgpo_jax.gates` (their weight by autodiff); nothing here re-implements a gate.
+Every other registered policy-loss variant (`rgpo_jax.variants`: GSPO/GMPO sequence ratios,
+Clip-Cov/KL-Cov batch statistics, Discovered PO's |Â|-dependent drift) is an estimator too
+(`VariantEstimator`): its per-token coefficient C_t = −N·∂L/∂log π_t comes by autodiff of the
+registered loss (`gradient_coefficients`), and its per-token term is X_t = C_t·S_t (for a gate,
+C_t = w·Â). On synthetic laws tokens are iid and cut into sequences of L consecutive tokens; on
+real rollouts a sequence is a run of L consecutive steps of one environment.
 
-Modules: `laws` (ratio laws, advantage model), `estimators` (the gates compared, per-sample
-gradient, MSE crossover), `exact` (quadrature truth), `grid` (the Monte-Carlo grid), `policy`
+Modules: `laws` (ratio laws, advantage model), `coefficients` (any variant's per-token
+coefficients), `estimators` (the estimators compared, per-sample gradient, MSE crossover), `exact` (quadrature truth), `grid` (the Monte-Carlo grid), `policy`
 (per-sample policy gradients and statistics); `cli` with `synthetic_experiment`,
 `env_experiment`, `report` and `plots` drive `rgpo variance`.
 """
 
+from rgpo_jax.variance.coefficients import VariantEstimator, gradient_coefficients
 from rgpo_jax.variance.estimators import (ESTIMATOR_SETS, default_estimators, estimator_set,
-                                          mse_crossover, per_sample_gradient, variant_estimators)
+                                          mse_crossover, per_sample_gradient, per_token_terms,
+                                          variant_estimator, variant_estimators)
 from rgpo_jax.variance.exact import ExactMoments, exact_moments, weight_sup
 from rgpo_jax.variance.grid import GridSummary, synthetic_grid
 from rgpo_jax.variance.laws import (LAW_FAMILIES, AdvantageModel, RatioLaw, default_laws,
@@ -53,8 +61,9 @@ from rgpo_jax.variance.policy import (GradientStatistics, PolicyBatch, RatioStat
 
 __all__ = [
     "LAW_FAMILIES", "AdvantageModel", "ExactMoments", "GradientStatistics", "GridSummary",
-    "ESTIMATOR_SETS", "PolicyBatch", "RatioLaw", "RatioStatistics", "default_estimators",
-    "estimator_set", "variant_estimators", "default_laws",
+    "ESTIMATOR_SETS", "PolicyBatch", "RatioLaw", "RatioStatistics", "VariantEstimator",
+    "default_estimators", "estimator_set", "gradient_coefficients", "per_token_terms",
+    "variant_estimator", "variant_estimators", "default_laws",
     "exact_moments", "gradient_statistics", "hill_tail_index", "lognormal", "lomax",
     "mse_crossover", "per_sample_gradient", "per_sample_policy_gradients", "ratio_statistics",
     "sample_advantage_and_score", "sample_ratios", "synthetic_grid", "weight_sup",

@@ -18,7 +18,8 @@ import sys
 import time
 from typing import Sequence
 
-from rgpo_jax.variance.env_experiment import parse_staleness, run_env
+from rgpo_jax.variance.env_experiment import (check_sequence_length, parse_staleness, run_env,
+                                              sizes_from_args)
 from rgpo_jax.variance.report import RUN_MARKER, prepare_out
 from rgpo_jax.variance.synthetic_experiment import run_synthetic
 
@@ -38,10 +39,17 @@ def register(subparsers) -> None:
   p.add_argument("--quick", action="store_true",
                  help="small configuration (tests / smoke runs)")
   p.add_argument("--estimators", default="default",
-                 help="gates compared with IS: 'default' (the RGPO/smooth-gate benchmark), "
+                 help="estimators compared with IS: 'default' (the RGPO/smooth-gate benchmark), "
                       "'variants' (LLM-stack variants: dual-clip, CISPO two-sided and capped, "
-                      "detached sigmoid, with IS/PPO/RGPO for reference), 'all', or a comma list "
-                      "of rgpo_jax.variants names with token ratios (e.g. is,dual_clip,cispo,rgpo_sigmoid)")
+                      "detached sigmoid, GSPO, GSPO-token, GMPO, RGPO on the sequence ratio, "
+                      "Clip-Cov, KL-Cov, DPO drift, with IS/PPO/RGPO for reference), 'all', or a "
+                      "comma list of any registered rgpo_jax.variants names (e.g. "
+                      "is,dual_clip,gspo,clip_cov,dpo_drift)")
+  p.add_argument("--sequence-length", type=int, default=None,
+                 help="tokens per sequence for the variants that are not elementwise gates "
+                      "(sequence ratios, batch statistics): synthetic: L iid tokens, default 10, "
+                      "must divide 100 at least twice; env: L consecutive steps of one "
+                      "environment, default 16, must divide the steps per environment")
   syn = p.add_argument_group("synthetic")
   syn.add_argument("--replications", type=int, default=None,
                    help="independent streams of n_max samples (default 32; quick: 4)")
@@ -92,7 +100,13 @@ def _validate(args) -> None:
     estimator_set(getattr(args, "estimators", "default"))
   except ValueError as e:
     raise SystemExit(f"rgpo variance --estimators: {e}")
+  if args.sequence_length is not None and args.sequence_length < 1:
+    raise SystemExit(f"rgpo variance: --sequence-length must be >= 1, got {args.sequence_length}")
   if args.synthetic:
+    if args.sequence_length is not None and (100 % args.sequence_length
+                                             or 100 // args.sequence_length < 2):
+      raise SystemExit(f"rgpo variance: --sequence-length must divide 100 (the smallest n) at "
+                       f"least twice, got {args.sequence_length}")
     n_max = float(args.n_max or 1e4)
     decades = math.log10(n_max) if n_max > 0 else 0.0
     if n_max < 1000 or abs(decades - round(decades)) > 1e-9:
@@ -101,6 +115,7 @@ def _validate(args) -> None:
       raise SystemExit(f"rgpo variance: --replications must be >= 2, got {args.replications}")
     return
   parse_staleness(args.staleness)
+  check_sequence_length(sizes_from_args(args), args.sequence_length)
   from rgpo_jax.envs import check_env_name
   try:
     check_env_name(args.env)

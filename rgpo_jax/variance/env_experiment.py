@@ -3,6 +3,12 @@
 Train briefly (PPO, the trainer's defaults), collect a batch, take `s` optimiser steps on it
 (the data goes stale), and at each staleness measure every gate's mean gradient against an
 on-policy reference, its per-sample covariance and the ratios' distribution.
+
+Variants that are not elementwise gates (`VariantEstimator`: GSPO/GMPO sequence ratios,
+Clip-Cov/KL-Cov, DPO drift) see the batch as sequences: a sequence is a run of L
+(`--sequence-length`, default 16) consecutive steps of one environment, so the collected
+[steps, envs] batch becomes envs·steps/L sequences. A run may span an episode boundary (the
+sequence ratio then mixes two episodes' steps); every step is valid (no padding).
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ def parse_staleness(text: str) -> list[int]:
   if not values or values[0] < 0:
     raise SystemExit(f"rgpo variance: --staleness needs integers >= 0, got {text!r}")
   return values
+
+
+# Consecutive steps of one environment that form a "sequence" for sequence-level variants.
+ENV_SEQUENCE_LENGTH = 16
 
 
 class Sizes(NamedTuple):
@@ -51,6 +61,17 @@ def sizes_from_args(args) -> Sizes:
   return sizes
 
 
+def check_sequence_length(sizes: Sizes, sequence_length: int | None) -> int:
+  """The env sequence length (default `ENV_SEQUENCE_LENGTH`); SystemExit naming it unless it
+  divides the steps per environment."""
+  length = sequence_length or ENV_SEQUENCE_LENGTH
+  steps_per_env = sizes.samples // sizes.num_envs
+  if length < 1 or steps_per_env % length:
+    raise SystemExit(f"rgpo variance: --sequence-length must divide the {steps_per_env} steps "
+                     f"per environment, got {length}")
+  return length
+
+
 class Measurement(NamedTuple):
   """The compiled pieces of one measurement on one stale batch (built by `build_measurement`).
 
@@ -58,12 +79,15 @@ class Measurement(NamedTuple):
   reference_gradient(params, key) -> (on-policy gradient [P], its relative noise, batch-to-batch
     cosine).
   evaluate(params, gate) -> (mean gradient [P], per-sample covariance trace, acceptance fraction).
+  evaluate_variant(params, variant_estimator, key) -> the same for a `VariantEstimator` (the
+    acceptance fraction is NaN for variants without one: Clip-Cov, KL-Cov).
   log_ratios(params) -> log π_θ − log π_old on the stale batch [N].
   """
 
   collect: Callable
   reference_gradient: Callable
   evaluate: Callable
+  evaluate_variant: Callable
   log_ratios: Callable
 
 
@@ -91,6 +115,7 @@ def run_env(args, out: str) -> int:
     raise SystemExit(f"rgpo variance: --drift-gate: {e}")
   estimators = V.estimator_set(getattr(args, "estimators", "default"))
   labels = [label for label, _ in estimators]
+  sequence_length = check_sequence_length(sizes, getattr(args, "sequence_length", None))
 
   config, params, final_return = train_policy(args.env, sizes.train_steps, args.seed)
   key = jax.random.fold_in(jax.random.key(args.seed), 1)
@@ -105,7 +130,9 @@ def run_env(args, out: str) -> int:
       f"{max(staleness)} optimiser steps (Adam lr {args.drift_lr:g}, {args.drift_gate} loss, "
       f"full batch) ...")
   snapshots = make_drift(network, drift_gate, args.drift_lr, batch, max(staleness))(params)
-  measurement = build_measurement(network, collect, batch, sub_batch, sizes.ref_batches)
+  measurement = build_measurement(network, collect, batch, sub_batch, sizes.ref_batches,
+                                  subset=subset, num_envs=sizes.num_envs,
+                                  sequence_length=sequence_length)
 
   rows, ratio_rows, log_r_by_s = [], [], {}
   for s in staleness:
@@ -122,7 +149,8 @@ def run_env(args, out: str) -> int:
                                samples=sizes.samples, per_sample_subset=sizes.per_sample,
                                reference_samples=sizes.ref_batches * sizes.samples,
                                final_return=final_return, drift_gate=args.drift_gate,
-                               drift_lr=args.drift_lr, staleness=staleness))
+                               drift_lr=args.drift_lr, staleness=staleness,
+                               sequence_length=sequence_length))
   log(f"done: {out}")
   return 0
 
@@ -241,8 +269,19 @@ def make_drift(network, drift_gate, learning_rate: float, batch, steps: int) -> 
   return drift
 
 
-def build_measurement(network, collect, batch, sub_batch, ref_batches: int) -> Measurement:
-  """The jitted reference gradient, per-gate evaluation and log-ratios on the stale `batch`."""
+def _log_prob_fn_for(network, full):
+  """log_prob_fn(actor, obs, action) -> log π(action|obs) for ONE sample, other params `full`."""
+  ActorCritic = _trainer_parts()[0]
+
+  def log_prob_fn(actor, obs, action):
+    return network.apply(_with_actor(full, actor), obs, method=ActorCritic.policy).log_prob(action)
+  return log_prob_fn
+
+
+def build_measurement(network, collect, batch, sub_batch, ref_batches: int, *, subset,
+                      num_envs: int, sequence_length: int = ENV_SEQUENCE_LENGTH) -> Measurement:
+  """The jitted reference gradient, per-estimator evaluation and log-ratios on the stale `batch`
+  (flat, time-major: index = step·num_envs + env; `sub_batch` = batch[subset])."""
   import jax
   import jax.numpy as jnp
   from rgpo_jax import gates as gates_lib
@@ -264,19 +303,11 @@ def build_measurement(network, collect, batch, sub_batch, ref_batches: int) -> M
     pair_cos = (jnp.sum(gram) - ref_batches) / (ref_batches * (ref_batches - 1))
     return mean, sem / jnp.linalg.norm(mean), pair_cos
 
-  def log_prob_fn_for(full):
-    ActorCritic = _trainer_parts()[0]
-
-    def log_prob_fn(actor, obs, action):
-      return network.apply(_with_actor(full, actor), obs,
-                           method=ActorCritic.policy).log_prob(action)
-    return log_prob_fn
-
   @jax.jit
   def evaluate(p, gate):
     mean, aux = mean_gradient(network, gate, p, batch)
-    per = V.per_sample_policy_gradients(gate, log_prob_fn_for(p), p["params"]["actor"],
-                                        sub_batch)
+    per = V.per_sample_policy_gradients(gate, _log_prob_fn_for(network, p),
+                                        p["params"]["actor"], sub_batch)
     trace = jnp.sum(jnp.var(per, axis=0, ddof=1))
     return mean, trace, aux.acceptance_fraction
 
@@ -284,7 +315,56 @@ def build_measurement(network, collect, batch, sub_batch, ref_batches: int) -> M
   def log_ratios(p):
     return batch_log_prob(network, p, batch) - batch.behavior_log_prob
 
-  return Measurement(collect, reference_gradient, evaluate, log_ratios)
+  evaluate_variant = make_evaluate_variant(network, batch, sub_batch, subset, num_envs,
+                                           sequence_length)
+  return Measurement(collect, reference_gradient, evaluate, evaluate_variant, log_ratios)
+
+
+def make_evaluate_variant(network, batch, sub_batch, subset, num_envs: int,
+                          sequence_length: int) -> Callable:
+  """Jitted evaluate_variant(params, variant_estimator, key) -> (mean gradient ∇L [P], trace of
+  the per-sample covariance, acceptance fraction or NaN).
+
+  The flat time-major batch (index = step·num_envs + env) is cut into sequences of
+  `sequence_length` consecutive steps of one env; L is the registered variant's loss on them
+  (`variants.policy_loss`, all steps valid). Per-sample gradients on the subset are
+  −C_i·∇log π_i with C = `VariantEstimator.coefficients` on the whole batch (so their mean over
+  the whole batch is ∇L, as `per_sample_policy_gradients` for a gate)."""
+  import functools
+  import math
+
+  import jax
+  import jax.flatten_util
+  import jax.numpy as jnp
+  from rgpo_jax import variants
+
+  steps = batch.behavior_log_prob.shape[0] // num_envs
+  to_sequences = lambda x: x.reshape(steps, num_envs).T.reshape(-1, sequence_length)
+  from_sequences = lambda x: x.reshape(num_envs, steps).T.reshape(-1)
+
+  @functools.partial(jax.jit, static_argnums=1)
+  def evaluate_variant(p, estimator, key):
+    old, adv = to_sequences(batch.behavior_log_prob), to_sequences(batch.advantage)
+    params, valid = dict(estimator.params), jnp.ones(old.shape, bool)
+
+    def loss(actor):
+      lp = to_sequences(batch_log_prob(network, _with_actor(p, actor), batch))
+      return variants.policy_loss(estimator.name, lp, old, adv, valid, key=key, **params)
+
+    grad, aux = jax.grad(loss, has_aux=True)(p["params"]["actor"])
+    mean = jax.flatten_util.ravel_pytree(grad)[0]
+    log_prob = to_sequences(batch_log_prob(network, p, batch))
+    coefficient = from_sequences(estimator.coefficients(log_prob, old, adv, key=key))[subset]
+    log_prob_fn = _log_prob_fn_for(network, p)
+    flat_actor, unravel = jax.flatten_util.ravel_pytree(p["params"]["actor"])
+    scores = jax.vmap(jax.grad(lambda f, o, a: log_prob_fn(unravel(f), o, a)),
+                      in_axes=(None, 0, 0))(flat_actor, sub_batch.obs, sub_batch.action)
+    per = -coefficient[:, None] * scores
+    trace = jnp.sum(jnp.var(per, axis=0, ddof=1))
+    acceptance = getattr(aux, "acceptance_fraction", jnp.asarray(math.nan, mean.dtype))
+    return mean, trace, acceptance
+
+  return evaluate_variant
 
 
 def _cos(a, b) -> float:
@@ -303,7 +383,9 @@ def measure_staleness(measurement: Measurement, p, s: int, env: str, estimators,
   log_r = measurement.log_ratios(p)
   rs = jax.device_get(V.ratio_statistics(log_r))
   ratio_row = dict(staleness=s, **{k: float(v) for k, v in rs._asdict().items()})
-  results = [measurement.evaluate(p, gate) for _, gate in estimators]
+  results = [measurement.evaluate_variant(p, est, jax.random.fold_in(key, i))
+             if isinstance(est, V.VariantEstimator) else measurement.evaluate(p, est)
+             for i, (_, est) in enumerate(estimators)]
   labels = [label for label, _ in estimators]
   mean_is = results[labels.index("is")][0]
   rows = []

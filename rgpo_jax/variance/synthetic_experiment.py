@@ -12,6 +12,9 @@ import time
 
 from rgpo_jax.variance.report import log, write_csv, write_summary_json
 
+# Tokens per sequence of the sequence-level variants on the synthetic laws (iid tokens).
+SYNTHETIC_SEQUENCE_LENGTH = 10
+
 
 def grid_sizes(args) -> tuple[int, tuple[int, ...]]:
   """(replications, n_values) from the arguments; n runs over 1e2, 1e3, ..., n_max."""
@@ -43,8 +46,10 @@ def run_synthetic(args, out: str) -> int:
       f"{replications} streams of {n_max:.0e} samples each ({len(laws) * replications * n_max:.2e}"
       f" samples); model {model}")
   t0 = time.time()
+  sequence_length = getattr(args, "sequence_length", None) or SYNTHETIC_SEQUENCE_LENGTH
   summary = V.synthetic_grid(jax.random.key(args.seed), laws, [g for _, g in estimators], model,
-                             n_values=n_values, replications=replications, chunk=chunk)
+                             n_values=n_values, replications=replications, chunk=chunk,
+                             sequence_length=sequence_length)
   mc_seconds = time.time() - t0
   log(f"Monte-Carlo grid done in {mc_seconds:.1f} s (one compiled call, compile included)")
 
@@ -59,17 +64,47 @@ def run_synthetic(args, out: str) -> int:
   log("tables written; plotting ...")
   plots.plot_synthetic(out, laws, labels, n_values, summary, exact, frontier)
   write_summary_json(out, dict(mc_seconds=mc_seconds, n_values=list(n_values),
-                               replications=replications, model=model._asdict()))
+                               replications=replications, model=model._asdict(),
+                               sequence_length=sequence_length, minibatch_tokens=chunk))
   log(f"done: {out}")
   return 0
 
 
 def exact_table(laws, estimators, model) -> dict:
-  """{(law name, label): ExactMoments} for every law and (label, gate)."""
+  """{(law name, label): ExactMoments} for every law and (label, estimator); a variant estimator
+  (no closed form) gets `variant_moments`."""
   from rgpo_jax import variance as V
-  sups = {label: V.weight_sup(g) for label, g in estimators}
-  return {(law.name, label): V.exact_moments(g, law, model, sup_weight=sups[label])
+  sups = {label: estimator_sup(g) for label, g in estimators}
+  return {(law.name, label): (V.exact_moments(g, law, model, sup_weight=sups[label])
+                              if not isinstance(g, V.VariantEstimator)
+                              else variant_moments(law, model, sups[label]))
           for law in laws for label, g in estimators}
+
+
+def estimator_sup(estimator) -> float:
+  """sup w of a gate; of a variant estimator, its registered gate's sup (inf without a gate:
+  Clip-Cov keeps PPO-clip's weight, KL-Cov IS's). With sequence ratios C_t = w(s)·(a mean of
+  Â), so Var(X) ≤ (sup w)²·E[Â²S²] still holds (Jensen, S independent of the sequence)."""
+  from rgpo_jax import variance as V
+  from rgpo_jax import variants
+  if not isinstance(estimator, V.VariantEstimator):
+    return V.weight_sup(estimator)
+  variant = variants.VARIANTS.get(estimator.name)
+  if variant is None or variant.gate is None:
+    return math.inf
+  return V.weight_sup(variants.make_gate(estimator.name, **dict(estimator.params)))
+
+
+def variant_moments(law, model, sup_weight: float):
+  """ExactMoments of a variant estimator: the exact target J' (the same for every estimator)
+  and the bound; mean, bias, variance are NaN (measured by Monte Carlo only)."""
+  from rgpo_jax import gates as gates_lib
+  from rgpo_jax import variance as V
+  is_moments = V.exact_moments(gates_lib.importance(), law, model, sup_weight=math.inf)
+  nan = math.nan
+  return is_moments._replace(mean=nan, bias=nan, second_moment=nan, variance=nan,
+                             sup_weight=sup_weight,
+                             bound=sup_weight ** 2 * is_moments.adv_score_second_moment)
 
 
 def exact_rows(laws, labels, exact) -> list[dict]:

@@ -23,7 +23,9 @@ to `rgpo_jax.rlhf_cli.METHODS` (so that the command line accepts it before any m
   config       the run's `RLHFConfig` (sizes, learning rate, β, temperature, ...);
   seed         the run's seed (for anything the method initialises at random, e.g. a critic);
   mesh         a one-device `jax.sharding.Mesh` with axes ("fsdp", "tp"), for tunix's cluster;
-  max_prompt_length   prompts are left-padded to this many tokens (a power of 2).
+  max_prompt_length   prompts are left-padded to this many tokens (a power of 2);
+  out_dir      the run folder (None: write nothing), for files a method keeps across a resume
+               (`dpo`'s preference pairs).
 
 `Runner` (what a method provides; see the Protocol below for the exact signatures):
   step(batch, key) -> dict[str, float]
@@ -78,6 +80,7 @@ class MethodContext:
   seed: int
   mesh: jax.sharding.Mesh
   max_prompt_length: int
+  out_dir: str | None = None
 
 
 class Runner(Protocol):

@@ -131,7 +131,11 @@ class TunixRunner:
       for obj, kind, key in ((t.model, nnx.Param, "params"),
                              (t.optimizer, nnx.optimizer.OptState, "opt_state")):
         current = nnx.state(obj, kind)
-        nnx.replace_by_pure_dict(current, state[role][key])
+        # Restored arrays take the placement of the ones they replace (the cluster's mesh):
+        # the compiled programs then match, and the sampler accepts the weights.
+        placed = jax.tree.map(lambda new, old: jax.device_put(new, old.sharding),
+                              state[role][key], nnx.to_pure_dict(current))
+        nnx.replace_by_pure_dict(current, placed)
         nnx.update(obj, current)
 
   def step(self, batch: dict[str, list], key: jax.Array) -> dict[str, float]:
