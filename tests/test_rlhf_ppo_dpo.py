@@ -24,8 +24,9 @@ from tunix.tests import test_common as tunix_testing
 
 VOCAB = tunix_testing.MockVocab()
 WORDS = ("hello world", "My name", "hello there", "input string")
+# A fractional reward (0.01 per character): tunix 0.1.7's PPO truncated fractional scores to 0.
 TASK = prompts.Task("tiny", tuple({"prompt": w} for w in WORDS), ({"prompt": WORDS[0]},),
-                    lambda prompts, completions, **kw: [float(len(c)) for c in completions])
+                    lambda prompts, completions, **kw: [0.01 * len(c) for c in completions])
 CONFIG = RLHFConfig(seeds=1, steps=2, batch_size=2, num_generations=2, num_iterations=1,
                     max_new_tokens=4, learning_rate=1e-2)
 
@@ -130,7 +131,9 @@ def test_ppo_runner_steps_train_the_policy_and_the_critic():
     assert all(math.isfinite(v) for v in m.values()), m
     assert {"reward_mean", "loss", "pg_clipfrac", "critic/loss", "critic/vpred_mean"} <= set(m)
   assert steps[0]["critic/vpred_mean"] == 0.0 and steps[1]["critic/vpred_mean"] != 0.0
-  assert steps[0]["critic/loss"] > 0
+  # Step 1: KL = 0 and values 0, so the returns are λ^(T−1−t)·R > 0 (0 if R were truncated).
+  assert 0 < steps[0]["critic/return_mean"] <= steps[0]["reward_mean"] * 1.5
+  assert steps[0]["critic/loss"] > 0 and steps[0]["grad_norm"] > 0
   assert len(runner._rewards) == 2 * 2  # pylint: disable=protected-access
   assert _changed(policy_before, runner.policy) and not _changed(ref_before, ctx.reference)
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from rgpo_jax.training import METRICS, TrainConfig, Trainer, hparams_from_config, make_train
-from rgpo_jax.training.config import ALGOS, auto_chunk_size
+from rgpo_jax.training.config import ALGOS, auto_chunk_size, gate_template
 from rgpo_jax.training.io import final_returns
-from rgpo_jax.training.sweep import Sweep
+from rgpo_jax.training.sweep import Sweep, check_grid
 from rgpo_jax.training.train import Transition, bootstrap_advantages, minibatch_permutations
 
 TINY = TrainConfig(num_envs=2, num_steps=16, total_steps=128, update_epochs=2, num_minibatches=2,
@@ -67,7 +67,8 @@ def test_make_train_jit_vmap_shapes(tiny_vmapped):
 
 
 # A non-default value per gate parameter, exact in float32.
-_OTHER_VALUE = {"k": 8.0, "epsilon": 0.25, "tau": 3.0, "tau_neg": 2.5, "low": 0.25, "high": 3.0}
+_OTHER_VALUE = {"k": 8.0, "epsilon": 0.25, "tau": 3.0, "tau_neg": 2.5, "low": 0.25, "high": 3.0,
+                "dual_clip_c": 5.0, "dpo_alpha": 1.5, "dpo_beta": 0.5}
 
 
 @pytest.mark.parametrize("algo", sorted(ALGOS))
@@ -80,6 +81,25 @@ def test_every_algo_parameter_reaches_the_gate(algo):
     assert value != getattr(base, field)
     gate = hparams_from_config(base.replace(**{field: value})).gate
     assert value in [float(v) for v in gate.values()], (algo, field, gate)
+
+
+@pytest.mark.parametrize("algo,family,params", [
+    ("dual_clip", "dual_clip", {"epsilon_low": 0.2, "epsilon_high": 0.2, "c": 3.0}),
+    ("cispo", "cispo", {"epsilon_low": 0.2, "epsilon_high": 0.2}),
+    ("dpo_drift", "dpo_drift", {"alpha": 2.0, "beta": 0.6})])
+def test_issue12_gates_are_trainer_algos(algo, family, params):
+  gate = gate_template(TrainConfig(algo=algo).validate())
+  assert gate.name == family
+  assert {k: float(v) for k, v in gate.params.items()} == pytest.approx(params)
+
+
+def test_issue12_algo_parameters_are_checked_and_scoped():
+  with pytest.raises(ValueError, match="c=1.0"):
+    TrainConfig(algo="dual_clip", dual_clip_c=1.0).validate()
+  with pytest.raises(ValueError, match="dual_clip_c is not a parameter of algo 'ppo'"):
+    check_grid(TrainConfig(algo="ppo"), {"dual_clip_c": [4.0]})
+  with pytest.raises(ValueError, match="target_kl=0.02.*'cispo' has no gate width"):
+    TrainConfig(algo="cispo", target_kl=0.02).validate()
 
 
 # RGPO runs in the fixture above; the gate library's own tests cover every family's math. Here:

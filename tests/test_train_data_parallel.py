@@ -18,9 +18,13 @@ SCRIPT = textwrap.dedent("""
     from rgpo_jax.training.sweep import data_parallel_train
 
     assert len(jax.devices()) == 2
-    # Global batch: 4 envs × 16 steps; 2 devices hold 2 envs each.
+    # Global batch: 4 envs × 16 steps; 2 devices hold 2 envs each. With the adaptive gate width
+    # (--target-kl): the controller reads the post-update KL averaged over devices, so the
+    # width k, carried in TrainState, must follow the same path. The target is near this tiny
+    # run's KLs (3e-8 ... 9e-5), so some updates fall in the controller's linear range, where
+    # k depends on the KL's exact (global) value, not only on its side of the target.
     cfg = TrainConfig(num_envs=4, num_steps=16, total_steps=4 * 16 * 6, update_epochs=2,
-                      num_minibatches=4, hidden=(16,), normalize_obs=True)
+                      num_minibatches=4, hidden=(16,), normalize_obs=True, target_kl=1e-6)
     hp = hparams_from_config(cfg)
     key = jax.random.key(3)
     state, metrics = data_parallel_train(Trainer(cfg, num_devices=2), key, hp, cfg.num_updates)
@@ -42,6 +46,9 @@ SCRIPT = textwrap.dedent("""
       np.testing.assert_allclose(np.asarray(value), np.asarray(ref_metrics[name]), rtol=2e-3,
                                  atol=1e-6, err_msg=name)
     assert float(np.sum(metrics["episodes"])) > 0  # episodes ended (auto-reset was exercised)
+    np.testing.assert_allclose(float(state.gate_width), float(ref_state.gate_width), rtol=1e-4)
+    widths = np.asarray(metrics["gate_width"])
+    assert widths[0] == 4.0 and len(set(np.round(widths, 4))) > 3, widths  # k really moved
     assert not np.allclose(flat(state.params), flat(Trainer(cfg).init(key, hp).params))
 
     # The same through a Sweep with a data-parallel axis (mesh [runs=1, dp=2]), as

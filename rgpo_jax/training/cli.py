@@ -33,7 +33,13 @@ FIELD_HELP: dict[str, str] = {
     "awr_beta": "awr: temperature β > 0 of the weights exp(Â/β) (normalised Â)",
     "awr_max_weight": "awr: weight clip w_max > 0",
     "k": "sharpness k > 0 of rgpo / rgpo_sigmoid (σ(k(r−1)); k=4 gives weight 1 on-policy)",
-    "epsilon": "PPO clip ε in (0, 1)",
+    "epsilon": "clip ε in (0, 1) of ppo, dual_clip and cispo (cispo: the detached weight "
+               "sg(clip(r, 1−ε, 1+ε)), arXiv 2506.13585)",
+    "dual_clip_c": "dual_clip: bound c > 1 on r for negative advantages (weight 0 beyond c; "
+                   "arXiv 1912.09729)",
+    "dpo_alpha": "dpo_drift: drift scale α > 0 for positive advantages (Discovered PO, "
+                 "arXiv 2210.05639)",
+    "dpo_beta": "dpo_drift: drift scale β > 0 for negative advantages",
     "tau": "temperature τ > 0 of sapo (τ_pos, default 1.0) / erf / arctan / softsign "
            "(default 1.0)",
     "tau_neg": "temperature for negative advantages (default: sapo 1.05, others = tau)",

@@ -40,6 +40,10 @@ ALGOS: dict[str, tuple[str, tuple[str, ...]]] = {
     "truncated": ("truncated", ("low", "high")),
     "rgpo_sigmoid": ("sigmoid", ("k",)),
     "rgpo_pessimistic": ("pessimistic_sigmoid", ("k",)),  # the same gate as rgpo
+    # Issue-12 gates that fit the gated minibatch rule (per-sample weights, no batch statistic).
+    "dual_clip": ("dual_clip", ("epsilon", "dual_clip_c")),
+    "cispo": ("cispo", ("epsilon",)),
+    "dpo_drift": ("dpo_drift", ("dpo_alpha", "dpo_beta")),
 }
 
 # Algorithms that are an update rule of their own (every other algo is a gate of "gated").
@@ -56,10 +60,12 @@ RULE_HPARAMS: dict[str, tuple[str, ...]] = {
 }
 
 # Fields that a sweep may vary (traced in the compiled program).
-SWEEPABLE = ("k", "epsilon", "tau", "tau_neg", "low", "high", "lr", "ent_coef", "vf_coef",
-             "max_grad_norm", "gamma", "gae_lambda", "value_clip_epsilon", "max_kl",
-             "cg_damping", "awr_beta", "awr_max_weight", "target_kl")
-GATE_FIELDS = ("k", "epsilon", "tau", "tau_neg", "low", "high")
+SWEEPABLE = ("k", "epsilon", "tau", "tau_neg", "low", "high", "dual_clip_c", "dpo_alpha",
+             "dpo_beta", "lr", "ent_coef", "vf_coef", "max_grad_norm", "gamma", "gae_lambda",
+             "value_clip_epsilon", "max_kl", "cg_damping", "awr_beta", "awr_max_weight",
+             "target_kl")
+GATE_FIELDS = ("k", "epsilon", "tau", "tau_neg", "low", "high", "dual_clip_c", "dpo_alpha",
+               "dpo_beta")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,8 +78,11 @@ class TrainConfig:
     normalize_obs: running mean/var observation normalisation (off for Gymnax by default).
   Algorithm (the gate, or an update rule of its own):
     algo: one of `ALL_ALGOS`: a gate of `ALGOS` (gated minibatch epochs), "trpo" or "awr";
-      k (rgpo sharpness), epsilon (ppo clip), tau / tau_neg (sapo, erf, arctan, softsign
-      temperatures; None = family default), low / high (truncated band).
+      k (rgpo sharpness), epsilon (ppo, dual_clip and cispo clip), tau / tau_neg (sapo, erf,
+      arctan, softsign temperatures; None = family default), low / high (truncated band),
+      dual_clip_c (dual-clip PPO's bound c > 1 on r for Â < 0, arXiv 1912.09729: w = 0 beyond
+      c), dpo_alpha / dpo_beta (Discovered PO's drift scales, arXiv 2210.05639). cispo is
+      CISPO's detached weight sg(clip(r, 1−ε, 1+ε)) on ∇log π (arXiv 2506.13585).
   TRPO (algo "trpo", `update_rules.natural_gradient`):
     trpo_gate: the surrogate's gate, a name of `ALGOS` ("importance" = TRPO's own r·Â; "rgpo"
       puts RGPO's pessimistic sigmoid, "rgpo_sigmoid" the paper's plain one, inside the trust
@@ -117,6 +126,9 @@ class TrainConfig:
   tau_neg: float | None = None
   low: float = 0.5
   high: float = 2.0
+  dual_clip_c: float = 3.0
+  dpo_alpha: float = 2.0
+  dpo_beta: float = 0.6
   trpo_gate: str = "importance"
   max_kl: float = 0.01
   cg_iters: int = 10
@@ -212,8 +224,12 @@ class TrainConfig:
       return {}
     if family in ("sigmoid", "pessimistic_sigmoid"):
       return {"k": self.k}
-    if family == "ppo_clip":
+    if family in ("ppo_clip", "cispo"):
       return {"epsilon": self.epsilon}
+    if family == "dual_clip":
+      return {"epsilon": self.epsilon, "c": self.dual_clip_c}
+    if family == "dpo_drift":
+      return {"alpha": self.dpo_alpha, "beta": self.dpo_beta}
     if family == "sapo":
       return {"tau_pos": 1.0 if self.tau is None else self.tau,
               "tau_neg": 1.05 if self.tau_neg is None else self.tau_neg}

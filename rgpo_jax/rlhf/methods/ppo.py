@@ -6,7 +6,8 @@ score on the completion's last token and subtract β·KL(π_old‖π_ref) (k3, "
 every token's reward, run GAE (γ = 1, λ = 0.95) against the critic's values, whiten the
 advantages; then `num_iterations` rounds of one clipped-surrogate policy update (ε = 0.2) and one
 clipped value-loss update of the critic (Schulman et al. 2017, arXiv 1707.06347; Ouyang et al.
-2022, arXiv 2203.02155). The step loop is the group methods' `TunixRunner`.
+2022, arXiv 2203.02155). The step loop is the group methods' `TunixRunner`. One tunix bug is worked around: its token
+rewards are integers, which truncated every fractional score to 0 (`_FloatZerosNumpy`).
 
 Samples per step: tunix's PPO samples one completion per prompt; here each prompt is repeated
 `num_generations` times (each copy its own trajectory with its own values and advantages), so
@@ -28,6 +29,8 @@ therefore refuses `ppo` with any other temperature.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import jax
 import jax.numpy as jnp
@@ -96,6 +99,31 @@ def build_critic(reference, critic_layers: int = CRITIC_LAYERS, seed: int = 0) -
   return ValueCritic(reference, critic_layers, rngs=nnx.Rngs(seed))
 
 
+class _FloatZerosNumpy:
+  """`jax.numpy` with a float32 `zeros_like`, for tunix's PPO learner during a step.
+
+  tunix 0.1.7 builds PPO's token rewards as `jnp.zeros_like(completion_ids)` (int32) and adds
+  the score with `.at[...].add`, which truncates it toward 0: every VADER score in (−1, 1)
+  became 0 (measured on SmolLM2: loss, gradient and critic loss all exactly 0)."""
+
+  def __getattr__(self, name):
+    return getattr(jnp, name)
+
+  @staticmethod
+  def zeros_like(a, dtype=None, **kwargs):
+    return jnp.zeros_like(a, dtype=jnp.float32 if dtype is None else dtype, **kwargs)
+
+
+@contextlib.contextmanager
+def _float_token_rewards():
+  from tunix.rl.ppo import ppo_learner  # pylint: disable=import-outside-toplevel
+  saved, ppo_learner.jnp = ppo_learner.jnp, _FloatZerosNumpy()
+  try:
+    yield
+  finally:
+    ppo_learner.jnp = saved
+
+
 def _ppo_learner_class(num_generations: int):
   from tunix.rl.ppo import ppo_learner  # pylint: disable=import-outside-toplevel
 
@@ -109,7 +137,8 @@ def _ppo_learner_class(num_generations: int):
       # One micro-batch of all B·G rows (what GRPO's learner does for its repeated prompts);
       # the runner's micro-batch size of B rows would sample in G calls with one donated key.
       self._rollout_micro_batch_size = self._compute_logps_micro_batch_size = None
-      return super()._generate_and_compute_advantage(training_input, mode)
+      with _float_token_rewards():
+        return super()._generate_and_compute_advantage(training_input, mode)
 
   return RepeatedPromptsPPOLearner
 
