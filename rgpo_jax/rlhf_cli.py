@@ -248,5 +248,9 @@ def run(args: argparse.Namespace) -> int:
         f"{fmt(summary['final_eval_kl_std'])} over {summary['num_seeds']} seed(s); "
         f"{fmt(summary['seconds_per_step'])} s per step "
         f"({fmt(summary['cpu_seconds_per_step'])} CPU-s)")
+  for key in sorted(k for k in summary if k.startswith("final_eval_pass@") and
+                    k.endswith("_mean")):
+    name = key[len("final_eval_"):-len("_mean")]
+    print(f"  final {name}: {fmt(summary[key])} ± {fmt(summary[key[:-5] + '_std'])}")
   print(f"wrote {out}/config.json, metrics.jsonl, samples.jsonl, summary.json, plots/")
   return 0

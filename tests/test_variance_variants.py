@@ -37,3 +37,6 @@ def test_estimators_by_variant_name_and_errors_naming_the_value():
   with pytest.raises(SystemExit, match="'nope'"):
     from rgpo_jax.variance import cli
     cli.main(["--synthetic", "--quick", "--estimators", "nope", "--out", "/nonexistent/x"])
+  for mode, length in ((["--synthetic"], "30"), (["--env", "CartPole-v1"], "10")):
+    with pytest.raises(SystemExit, match=f"--sequence-length must divide .*got {length}"):
+      cli.main(mode + ["--quick", "--sequence-length", length, "--out", "/nonexistent/x"])

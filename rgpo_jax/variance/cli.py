@@ -18,7 +18,8 @@ import sys
 import time
 from typing import Sequence
 
-from rgpo_jax.variance.env_experiment import parse_staleness, run_env
+from rgpo_jax.variance.env_experiment import (check_sequence_length, parse_staleness, run_env,
+                                              sizes_from_args)
 from rgpo_jax.variance.report import RUN_MARKER, prepare_out
 from rgpo_jax.variance.synthetic_experiment import run_synthetic
 
@@ -114,6 +115,7 @@ def _validate(args) -> None:
       raise SystemExit(f"rgpo variance: --replications must be >= 2, got {args.replications}")
     return
   parse_staleness(args.staleness)
+  check_sequence_length(sizes_from_args(args), args.sequence_length)
   from rgpo_jax.envs import check_env_name
   try:
     check_env_name(args.env)

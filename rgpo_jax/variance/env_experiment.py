@@ -61,6 +61,17 @@ def sizes_from_args(args) -> Sizes:
   return sizes
 
 
+def check_sequence_length(sizes: Sizes, sequence_length: int | None) -> int:
+  """The env sequence length (default `ENV_SEQUENCE_LENGTH`); SystemExit naming it unless it
+  divides the steps per environment."""
+  length = sequence_length or ENV_SEQUENCE_LENGTH
+  steps_per_env = sizes.samples // sizes.num_envs
+  if length < 1 or steps_per_env % length:
+    raise SystemExit(f"rgpo variance: --sequence-length must divide the {steps_per_env} steps "
+                     f"per environment, got {length}")
+  return length
+
+
 class Measurement(NamedTuple):
   """The compiled pieces of one measurement on one stale batch (built by `build_measurement`).
 
@@ -104,11 +115,7 @@ def run_env(args, out: str) -> int:
     raise SystemExit(f"rgpo variance: --drift-gate: {e}")
   estimators = V.estimator_set(getattr(args, "estimators", "default"))
   labels = [label for label, _ in estimators]
-  sequence_length = getattr(args, "sequence_length", None) or ENV_SEQUENCE_LENGTH
-  steps_per_env = sizes.samples // sizes.num_envs
-  if steps_per_env % sequence_length:
-    raise SystemExit(f"rgpo variance: --sequence-length must divide the {steps_per_env} steps "
-                     f"per environment, got {sequence_length}")
+  sequence_length = check_sequence_length(sizes, getattr(args, "sequence_length", None))
 
   config, params, final_return = train_policy(args.env, sizes.train_steps, args.seed)
   key = jax.random.fold_in(jax.random.key(args.seed), 1)
