@@ -14,7 +14,8 @@ Files in the run folder (like `rgpo train`'s):
   config.json     the `RLHFConfig`, the task's size and the resolved model file;
   metrics.jsonl   one line per (seed, step): {"seed", "step", "seconds" (wall), "cpu_seconds"
                   (of this process, all threads), "reward_mean", "loss", method metrics ...};
-                  lines of evaluation steps also hold "eval_reward" and "eval_kl", and for a
+                  lines of evaluation steps also hold "eval_reward", "eval_kl" and
+                  "eval_cpu_seconds", and for a
                   binary task (e.g. arithmetic) "eval_pass@1" and "eval_pass@<pass_k>" (step
                   0's line holds only the evaluation);
   samples.jsonl   every evaluation completion of step 0 ("when": "before") and of the last
@@ -217,9 +218,12 @@ class _SeedRun:
     from rgpo_jax.rlhf import evaluation  # pylint: disable=import-outside-toplevel
     s = self.setup
     fields = {k: v for k, v in s.eval_batch.items() if k != "prompts"}
-    return evaluation.evaluate(self.sampler, self.runner.policy, self.reference,
-                               s.eval_batch["prompts"], fields, s.task.reward_fn,
-                               eval_key(self.seed), s.config.eval_samples)
+    c0 = time.process_time()
+    result = evaluation.evaluate(self.sampler, self.runner.policy, self.reference,
+                                 s.eval_batch["prompts"], fields, s.task.reward_fn,
+                                 eval_key(self.seed), s.config.eval_samples)
+    result.cpu_seconds = time.process_time() - c0
+    return result
 
   def step(self, step: int) -> dict[str, float]:
     s = self.setup
@@ -234,7 +238,8 @@ class _SeedRun:
 def _eval_fields(evaluation, setup: _Setup) -> dict[str, float]:
   """Evaluation reward and KL; for a binary task also pass@1 and pass@k (k = `pass_k`), the
   unbiased estimator over each prompt's `eval_samples` completions."""
-  fields = {"eval_reward": evaluation.reward_mean, "eval_kl": evaluation.kl_mean}
+  fields = {"eval_reward": evaluation.reward_mean, "eval_kl": evaluation.kl_mean,
+            "eval_cpu_seconds": evaluation.cpu_seconds}
   if setup.task.binary:
     from rgpo_jax.rlhf import tasks  # pylint: disable=import-outside-toplevel
     rewards = evaluation.rewards.reshape(-1, setup.config.eval_samples)
