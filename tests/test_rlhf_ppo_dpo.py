@@ -188,7 +188,7 @@ def test_dpo_runner_pairs_from_the_reference_loss_log_2_and_reuse_on_resume(tmp_
                                                                             monkeypatch):
   """Pairs sampled from the reference, ranked by the reward, saved; at π_θ = π_ref the DPO loss
   is −log σ(0) = log 2 whatever the pairs; a second runner on the same run folder reads the
-  pairs back without sampling; the checkpoint state restores the step counter."""
+  pairs back without sampling; the checkpoint state restores the step counter and parameters."""
   ctx = _context("dpo", out_dir=str(tmp_path), num_generations=3)
   ref_before, policy_before = _params(ctx.reference), _params(ctx.policy)
   runner = methods.get_method("dpo")(ctx)
@@ -219,6 +219,8 @@ def test_dpo_runner_pairs_from_the_reference_loss_log_2_and_reuse_on_resume(tmp_
     assert again.pairs == pairs
     again.restore_checkpoint_state(state)
     assert again._step == 1  # pylint: disable=protected-access
+    for a, b in zip(_params(again.policy), _params(runner.policy)):
+      np.testing.assert_array_equal(a, b)
   finally:
     again.close()
   path.write_text("{not json\n")
