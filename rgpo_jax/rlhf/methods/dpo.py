@@ -232,7 +232,7 @@ class DPORunner:
 
   # Parameters and optimizer state as the group runner saves and restores them (same layout).
   def checkpoint_state(self) -> dict[str, Any]:
-    return {"step": np.asarray(self._step, np.int64),
+    return {"step": np.asarray(self._step, np.int32),  # int64 would come back as int32
             **group.TunixRunner.checkpoint_state(self)}  # type: ignore[arg-type]
 
   def restore_checkpoint_state(self, state: dict[str, Any]) -> None:
