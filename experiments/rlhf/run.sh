@@ -6,8 +6,9 @@
 # unfinished one is resumed from its checkpoint (Ctrl-C is safe).
 # Usage: experiments/rlhf/run.sh [METHOD...]          (default: rgpo_dual ppo grpo dpo)
 #        STEPS=100 SEEDS=3 experiments/rlhf/run.sh    (the sizes; other flags: EXTRA="...")
-# Cost measured at the default sizes (docs/rlhf.md): 49-55 CPU-s per step (rgpo_dual, grpo),
-# ~90 CPU-minutes per seed of 100 steps, peak memory ~9 GB per run (run one at a time).
+# Cost measured at the default sizes (docs/rlhf.md): 49-55 CPU-s per step (rgpo_dual, grpo, ppo;
+# dpo 11 after ~220 CPU-s of pair sampling per seed), ~15 CPU-hours (about as many wall hours) for all,
+# peak memory up to 10.7 GB per run (run one at a time).
 set -e
 export PYTHONPATH=${RLHF_CODE:-$PWD}
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$HOME/.cache/jax}
