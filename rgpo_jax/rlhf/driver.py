@@ -432,6 +432,8 @@ def run_rlhf(config: RLHFConfig, out: str | None = None, *, resume: bool = False
       for seed in seeds:
         if seed in done:
           continue
+        if stop.requested:  # Ctrl-C during the previous seed's last step: start no new seed
+          raise TrainingInterrupted(out, 0, config.steps)
         if resume:
           _truncate_seed(out, seed)
         done[seed] = _run_seed(setup, seed, files, bar, stop, log, should_stop)
