@@ -106,7 +106,7 @@ def test_a_stopped_run_resumes_to_the_uninterrupted_result(finished, tmp_path):
   summary = driver.run_rlhf(driver.load_config(out), out, resume=True, load_model=tiny_model,
                             task=TASK, progress=False)
   assert summary["per_seed"][0]["params_checksum"] == reference["per_seed"][0]["params_checksum"]
-  drop_time = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "cpu_seconds")}
+  drop_time = lambda r: {k: v for k, v in r.items() if "seconds" not in k}
   assert ([drop_time(r) for r in _records(os.path.join(out, "metrics.jsonl"))]
           == [drop_time(r) for r in _records(os.path.join(reference_out, "metrics.jsonl"))])
   assert (_records(os.path.join(out, "samples.jsonl"))

@@ -188,7 +188,7 @@ def test_dpo_runner_pairs_from_the_reference_loss_log_2_and_reuse_on_resume(tmp_
                                                                             monkeypatch):
   """Pairs sampled from the reference, ranked by the reward, saved; at π_θ = π_ref the DPO loss
   is −log σ(0) = log 2 whatever the pairs; a second runner on the same run folder reads the
-  pairs back without sampling; the checkpoint state restores the step counter."""
+  pairs back without sampling; the checkpoint state restores the step counter and parameters."""
   ctx = _context("dpo", out_dir=str(tmp_path), num_generations=3)
   ref_before, policy_before = _params(ctx.reference), _params(ctx.policy)
   runner = methods.get_method("dpo")(ctx)
@@ -219,6 +219,8 @@ def test_dpo_runner_pairs_from_the_reference_loss_log_2_and_reuse_on_resume(tmp_
     assert again.pairs == pairs
     again.restore_checkpoint_state(state)
     assert again._step == 1  # pylint: disable=protected-access
+    for a, b in zip(_params(again.policy), _params(runner.policy)):
+      np.testing.assert_array_equal(a, b)
   finally:
     again.close()
   path.write_text("{not json\n")
@@ -229,3 +231,14 @@ def test_dpo_runner_pairs_from_the_reference_loss_log_2_and_reuse_on_resume(tmp_
 def test_dpo_refuses_fewer_than_two_samples_per_prompt():
   with pytest.raises(ValueError, match="num_generations=1"):
     validate(RLHFConfig(method="dpo", num_generations=1), check_model_file=False)
+
+
+def test_the_driver_gives_each_seed_a_policy_and_reference_of_their_own():
+  """`nnx.merge` of one state twice shares its Variables; the driver's copies must not."""
+  from rgpo_jax.rlhf import driver
+  graphdef, state = nnx.split(_random_llama())
+  policy, reference = (driver.fresh_model(graphdef, state) for _ in range(2))
+  before = _params(reference)
+  policy.final_norm.w[...] = policy.final_norm.w[...] + 1.0
+  assert not _changed(before, reference) and not _changed(before, _random_llama())
+  assert _changed(before, policy)

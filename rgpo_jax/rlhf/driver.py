@@ -14,7 +14,8 @@ Files in the run folder (like `rgpo train`'s):
   config.json     the `RLHFConfig`, the task's size and the resolved model file;
   metrics.jsonl   one line per (seed, step): {"seed", "step", "seconds" (wall), "cpu_seconds"
                   (of this process, all threads), "reward_mean", "loss", method metrics ...};
-                  lines of evaluation steps also hold "eval_reward" and "eval_kl", and for a
+                  lines of evaluation steps also hold "eval_reward", "eval_kl" and
+                  "eval_cpu_seconds", and for a
                   binary task (e.g. arithmetic) "eval_pass@1" and "eval_pass@<pass_k>" (step
                   0's line holds only the evaluation);
   samples.jsonl   every evaluation completion of step 0 ("when": "before") and of the last
@@ -175,6 +176,18 @@ class _Setup:
   out: str | None
 
 
+def fresh_model(graphdef, state):
+  """A model with variables and buffers of its own, holding `state`'s values.
+
+  `nnx.merge(graphdef, state)` twice returns two modules sharing the same Variables: training
+  one in place (tunix's DPO trainer does) would move the other (the reference) and the next
+  seed's starting weights (measured: `dpo`'s loss stayed log 2 and its KL to the reference 0).
+  """
+  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  return nnx.merge(graphdef, jax.tree.map(jnp.copy, state))
+
+
 class _SeedRun:
   """A seed's runner, evaluation and checkpoints."""
 
@@ -182,8 +195,8 @@ class _SeedRun:
     from flax import nnx  # pylint: disable=import-outside-toplevel
     from rgpo_jax.rlhf import evaluation, methods  # pylint: disable=import-outside-toplevel
     self.setup, self.seed, cfg = setup, seed, setup.config
-    policy = nnx.merge(setup.graphdef, setup.initial_state)
-    self.reference = nnx.merge(setup.graphdef, setup.initial_state)
+    policy = fresh_model(setup.graphdef, setup.initial_state)
+    self.reference = fresh_model(setup.graphdef, setup.initial_state)
     mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1), ("fsdp", "tp"))
     ctx = methods.MethodContext(cfg.method, policy, self.reference, setup.tokenizer, setup.task,
                                 cfg, seed, mesh, setup.max_prompt_length, setup.out)
@@ -217,9 +230,12 @@ class _SeedRun:
     from rgpo_jax.rlhf import evaluation  # pylint: disable=import-outside-toplevel
     s = self.setup
     fields = {k: v for k, v in s.eval_batch.items() if k != "prompts"}
-    return evaluation.evaluate(self.sampler, self.runner.policy, self.reference,
-                               s.eval_batch["prompts"], fields, s.task.reward_fn,
-                               eval_key(self.seed), s.config.eval_samples)
+    c0 = time.process_time()
+    result = evaluation.evaluate(self.sampler, self.runner.policy, self.reference,
+                                 s.eval_batch["prompts"], fields, s.task.reward_fn,
+                                 eval_key(self.seed), s.config.eval_samples)
+    result.cpu_seconds = time.process_time() - c0
+    return result
 
   def step(self, step: int) -> dict[str, float]:
     s = self.setup
@@ -234,7 +250,8 @@ class _SeedRun:
 def _eval_fields(evaluation, setup: _Setup) -> dict[str, float]:
   """Evaluation reward and KL; for a binary task also pass@1 and pass@k (k = `pass_k`), the
   unbiased estimator over each prompt's `eval_samples` completions."""
-  fields = {"eval_reward": evaluation.reward_mean, "eval_kl": evaluation.kl_mean}
+  fields = {"eval_reward": evaluation.reward_mean, "eval_kl": evaluation.kl_mean,
+            "eval_cpu_seconds": evaluation.cpu_seconds}
   if setup.task.binary:
     from rgpo_jax.rlhf import tasks  # pylint: disable=import-outside-toplevel
     rewards = evaluation.rewards.reshape(-1, setup.config.eval_samples)
@@ -415,6 +432,8 @@ def run_rlhf(config: RLHFConfig, out: str | None = None, *, resume: bool = False
       for seed in seeds:
         if seed in done:
           continue
+        if stop.requested:  # Ctrl-C during the previous seed's last step: start no new seed
+          raise TrainingInterrupted(out, 0, config.steps)
         if resume:
           _truncate_seed(out, seed)
         done[seed] = _run_seed(setup, seed, files, bar, stop, log, should_stop)

@@ -100,6 +100,7 @@ class Evaluation:
   completions: Completions
   rewards: np.ndarray
   kl: np.ndarray
+  cpu_seconds: float | None = None  # the driver's measurement of this evaluation
 
   @property
   def reward_mean(self) -> float:

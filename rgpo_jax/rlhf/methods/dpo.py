@@ -28,7 +28,6 @@ from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
-from flax import nnx
 
 from rgpo_jax.rlhf import methods
 from rgpo_jax.rlhf.methods import group
@@ -228,19 +227,17 @@ class DPORunner:
             **{k if k in ("loss", "grad_norm") else f"dpo/{k}": v
                for k, v in group._mean_metrics(self._records).items()}}  # pylint: disable=protected-access
 
+  def _trainers(self) -> dict[str, Any]:
+    return {"actor": self.trainer}
+
+  # Parameters and optimizer state as the group runner saves and restores them (same layout).
   def checkpoint_state(self) -> dict[str, Any]:
-    return {"step": np.asarray(self._step, np.int64),
-            "params": nnx.to_pure_dict(nnx.state(self.trainer.model, nnx.Param)),
-            "opt_state": nnx.to_pure_dict(nnx.state(self.trainer.optimizer,
-                                                    nnx.optimizer.OptState))}
+    return {"step": np.asarray(self._step, np.int32),  # int64 would come back as int32
+            **group.TunixRunner.checkpoint_state(self)}  # type: ignore[arg-type]
 
   def restore_checkpoint_state(self, state: dict[str, Any]) -> None:
     self._step = int(state["step"])
-    for obj, kind, key in ((self.trainer.model, nnx.Param, "params"),
-                           (self.trainer.optimizer, nnx.optimizer.OptState, "opt_state")):
-      current = nnx.state(obj, kind)
-      nnx.replace_by_pure_dict(current, state[key])
-      nnx.update(obj, current)
+    group.TunixRunner.restore_checkpoint_state(self, state)  # type: ignore[arg-type]
 
   def close(self) -> None:
     self.trainer.close()
