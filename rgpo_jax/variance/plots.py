@@ -53,7 +53,7 @@ def plot_synthetic(out, laws, labels, n_values, summary, exact, frontier):
     ax.set_yscale("log")
     ax.set_title(law.name, fontsize=10)
     ax.set_xlabel("n (batch size)")
-    ax.set_ylabel("median per-sample variance of w·Â·S")
+    ax.set_ylabel("median per-sample variance of C·S (C = w·Â for a gate)")
     ax.grid(True, which="both", alpha=0.3)
   save_panels(fig, os.path.join(out, "variance_vs_n.png"),
                "Per-sample gradient variance s²_n vs batch size (median over batches); "
