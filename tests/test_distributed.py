@@ -60,7 +60,8 @@ def _run_workers(script: str, args: list[str], timeout: float) -> list:
       out, err = p.communicate(timeout=timeout)
       assert p.returncode == 0, err[-3000:]
       line = [l for l in out.splitlines() if l.startswith("RESULT ")][-1]
-      results.append(json.loads(line[len("RESULT "):]))
+      # raw_decode: the JSON value alone, even if another writer's text followed it on the line
+      results.append(json.JSONDecoder().raw_decode(line[len("RESULT "):])[0])
   finally:
     for p in procs:
       if p.poll() is None:
