@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rgpo_jax import distributions
+from rgpo_jax import distributions, losses
 from rgpo_jax.training import TrainConfig, Trainer
 from rgpo_jax.training.sweep import check_grid
 from rgpo_jax.training.update_rules import RULES
@@ -159,6 +159,48 @@ def test_awr_weights_match_the_closed_form():
   # in the rule, but the function itself stays finite).
   g = jax.grad(lambda a: jnp.sum(awr_weights(a, 0.05, 20.0)))(jnp.asarray(adv))
   assert np.all(np.isfinite(g))
+
+
+def test_trpo_trust_region_also_bounds_the_sampled_kl_estimate():
+  """The trainer reports approx_kl, k3 on the rollout's own actions. The line search bounds it
+  beside the exact KL: when the recorded log-probs put the estimate at ≈ 0.149 for every
+  candidate (log π_old recorded 0.5 below the truth: k3 = e^0.5 − 1 − 0.5), no step is taken,
+  although the exact KL alone would accept one."""
+  from rgpo_jax.networks import ActorCritic
+  from rgpo_jax.training import hparams_from_config
+  from rgpo_jax.training.update_rules.base import Batch
+  from rgpo_jax.training.update_rules.natural_gradient import policy_params
+
+  cfg = TrainConfig(algo="trpo", num_envs=2, num_steps=16, num_minibatches=2, update_epochs=1,
+                    hidden=(8,))
+  trainer, hp = Trainer(cfg), hparams_from_config(cfg)
+  state = trainer.init(jax.random.key(0), hp)
+  k_obs, k_act, k_adv = jax.random.split(jax.random.key(1), 3)
+  n = cfg.num_envs * cfg.num_steps
+  obs = jax.random.normal(k_obs, (n, 4))
+  dist = trainer.network.apply(state.params, obs, method=ActorCritic.policy)
+  action = dist.sample(k_act)
+  zeros = jnp.zeros(n)
+  env_ids = trainer.env_ids()
+
+  @jax.jit
+  def update(log_prob):
+    batch = Batch(obs, action, log_prob, zeros, jax.random.normal(k_adv, (n,)), zeros)
+    params, _, metrics = trainer.rule.update(state.params, state.opt_state, hp, batch,
+                                             jax.random.key(2), hp.lr, env_ids)
+    new_dist = trainer.network.apply(params, obs, method=ActorCritic.policy)
+    sampled = jnp.mean(losses.kl_k3(log_prob, new_dist.log_prob(action)))
+    return policy_params(params), metrics, sampled
+
+  truth = dist.log_prob(action)
+  params, metrics, sampled = update(truth)
+  assert float(metrics["step_accepted"]) == 1.0
+  assert 0 < float(sampled) <= 0.01 and 0 < float(metrics["kl_after_step"]) <= 0.01
+  params, metrics, sampled = update(truth - 0.5)
+  assert float(metrics["step_accepted"]) == 0.0 and float(metrics["kl_after_step"]) == 0.0
+  assert float(sampled) == pytest.approx(np.exp(0.5) - 1.5, rel=1e-5)
+  for new, old in zip(jax.tree.leaves(params), jax.tree.leaves(policy_params(state.params))):
+    np.testing.assert_array_equal(np.asarray(new), np.asarray(old))
 
 
 def test_every_algo_builds_its_update_rule():

@@ -7,7 +7,8 @@ The policy step, on the flat policy parameters θ (actor and log-std; `ravel_pyt
     x ≈ (F + λI)⁻¹ g                      by `cg_iters` conjugate-gradient steps on F·v products
     s = √(max_kl / (½ xᵀ(F + λI)x)) · x   (the step whose quadratic KL model equals max_kl)
     θ_new = θ_old + cᵏ s for the first k < backtrack_iters with L(θ_new) > L(θ_old) and the
-            exact mean KL(π_old‖π_new) ≤ max_kl; θ_old if no k qualifies.
+            mean KL(π_old‖π_new) ≤ max_kl, both exact and by k3 on the rollout's actions;
+            θ_old if no k qualifies.
 
 F·v is forward-over-reverse (`jax.linearize` of `jax.grad` of the mean KL, linearised once per
 update and reused by every CG iteration), never a matrix. The surrogate's gate is any gate:
@@ -127,7 +128,7 @@ def natural_gradient_step(surrogate_fn: Callable[[Array], Array],
 
 class LineSearch(NamedTuple):
   """params [n]: accepted point (θ_old if rejected); steps []: trials made (int32);
-  accepted [] bool; kl []: exact mean KL at the accepted point (0 if rejected)."""
+  accepted [] bool; kl []: kl_fn at the accepted point (0 if rejected)."""
 
   params: Array
   steps: Array
@@ -206,12 +207,18 @@ class NaturalGradient:
       return -pg_loss, aux
 
     local_kl = lambda theta: jnp.mean(old_dist.kl(dist_at(theta)))
+    exact_kl = lambda theta: _maybe_pmean(local_kl(theta), axis_name)
+    # The k3 estimate on the rollout's own actions, the trainer's `approx_kl` metric. It can
+    # exceed the exact KL by sampling noise (seen 2-4× on rare updates), so the trust region
+    # bounds both: a reported approx_kl above max_kl never comes from an accepted step.
+    sampled_kl = lambda theta: _maybe_pmean(
+        jnp.mean(losses.kl_k3(batch.log_prob, dist_at(theta).log_prob(batch.action))), axis_name)
     max_kl = hp.rule["max_kl"]
     step = natural_gradient_step(lambda t: surrogate(t)[0], local_kl, theta0, max_kl,
                                  hp.rule["cg_damping"], cfg.cg_iters, axis_name)
     search = backtracking_line_search(
         lambda t: _maybe_pmean(surrogate(t)[0], axis_name),
-        lambda t: _maybe_pmean(local_kl(t), axis_name),
+        lambda t: jnp.maximum(exact_kl(t), sampled_kl(t)),
         theta0, step.full_step, max_kl, cfg.backtrack_iters, cfg.backtrack_coef)
     gain, aux = surrogate(search.params)
     params = with_policy_params(params, unravel(search.params))
@@ -234,5 +241,6 @@ class NaturalGradient:
         "value_loss": jnp.mean(vl), "grad_norm": jnp.linalg.norm(step.grad),
         "line_search_steps": search.steps.astype(jnp.float32),
         "step_accepted": search.accepted.astype(jnp.float32),
-        "kl_after_step": search.kl, "cg_residual": step.cg_residual}
+        "kl_after_step": jnp.where(search.accepted, exact_kl(search.params), 0.0),
+        "cg_residual": step.cg_residual}
     return params, opt_state, metrics
