@@ -8,8 +8,10 @@
 # algorithm's documented defaults (rgpo k = 4, ppo ε = 0.2, trpo max-kl 0.01, awr β and weight
 # clip as in `rgpo train --help`). Nothing is tuned per env or per algorithm.
 #
-# Cells already done (summary.json present) are skipped, so an interrupted study continues where
-# it stopped. Checkpoints are deleted and metrics gzipped afterwards (the repository keeps no
+# Cells already done (summary.json present) are skipped and a stopped cell (config.json and
+# checkpoints/, written every 5 minutes) is resumed with `rgpo train --resume`, bit-identical to an
+# uninterrupted run with the same code (keep CC_CODE fixed across the pieces), so the study can
+# run piecewise. Checkpoints are deleted and metrics gzipped afterwards (the repository keeps no
 # checkpoints). Then: python experiments/continuous_control/summarize.py
 #
 # Usage: experiments/continuous_control/run.sh [ENV...]     (default: hopper walker2d ant halfcheetah)
@@ -35,9 +37,15 @@ cell() {  # cell NAME ARGS...: one `rgpo train` run into $D/runs/NAME
     [ -f "$out/metrics.jsonl" ] && gzip -f "$out/metrics.jsonl"
     return 0
   fi
-  rm -rf "$out"; mkdir -p "$D/runs"
-  echo "== $name: $* ($(date -u +%H:%M:%S))"
-  $RGPO train "$@" --no-progress --out "$out" > "$out.log.txt" 2>&1 || { echo "FAILED $name"; return 0; }
+  mkdir -p "$D/runs"
+  if [ -f "$out/config.json" ] && [ -d "$out/checkpoints" ]; then  # stopped (session end, kill)
+    echo "== $name: resume ($(date -u +%H:%M:%S))"
+    $RGPO train --resume "$out" --no-progress >> "$out.log.txt" 2>&1 || { echo "FAILED $name"; return 0; }
+  else
+    rm -rf "$out"
+    echo "== $name: $* ($(date -u +%H:%M:%S))"
+    $RGPO train "$@" --no-progress --out "$out" > "$out.log.txt" 2>&1 || { echo "FAILED $name"; return 0; }
+  fi
   rm -rf "$out/checkpoints"
   gzip -f "$out/metrics.jsonl"
 }
