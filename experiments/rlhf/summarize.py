@@ -2,8 +2,8 @@
 
 Every method folder there (config.json + metrics.jsonl) counts with the seeds it finished
 (runs/seed<S>.json). Per method: the evaluation reward and KL̂(π_θ‖π_ref) at every evaluation
-step (mean ± std over seeds), the final values, and the paper's comparison (RGPO dual-ratio
-against PPO-RLHF and GRPO) computed the way the paper states it: relative change of the final
+step (mean ± std over seeds), the final values, and the paper's comparison (the runs named
+rgpo_dual, ppo and grpo: RGPO dual-ratio against PPO-RLHF and GRPO) computed the way the paper states it: relative change of the final
 reward over PPO-RLHF and of the final KL to the reference over PPO-RLHF and GRPO. Then a few
 evaluation completions before and after training (seed 0, the first evaluation prompts).
 Usage: python experiments/rlhf/summarize.py
@@ -57,8 +57,10 @@ def _user_turn(prompt):
 
 def main():
   runs_dir = os.path.join(D, "runs")
-  runs = [os.path.join(runs_dir, m) for m in ORDER
-          if os.path.isfile(os.path.join(runs_dir, m, "config.json"))]
+  names = sorted((n for n in os.listdir(runs_dir)
+                  if os.path.isfile(os.path.join(runs_dir, n, "metrics.jsonl"))),
+                 key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
+  runs = [os.path.join(runs_dir, n) for n in names]
   loaded = {run: load(run) for run in runs}
   runs = [run for run in runs if loaded[run][1]]
   out = ["# RLHF study: results", "",
@@ -70,7 +72,7 @@ def main():
   finals = {}
   steps_all = sorted({s for run in runs for s in loaded[run][2]})
   out += ["## Evaluation reward and KL̂ to the reference over training", "",
-          "| method | seeds | " + " | ".join(f"step {s}: reward / KL̂" for s in steps_all) + " |",
+          "| run | seeds | " + " | ".join(f"step {s}: reward / KL̂" for s in steps_all) + " |",
           "|---|---|" + "---|" * len(steps_all)]
   for run in runs:
     method, done, evals, config = loaded[run]
@@ -79,12 +81,12 @@ def main():
       vals = list(evals.get(s, {}).values())
       cells.append("n/a" if len(vals) < len(done) else
                    f"{_fmt([v[0] for v in vals])} / {_fmt([v[1] for v in vals], 2)}")
-    out.append(f"| {method} | {len(done)} | " + " | ".join(cells) + " |")
+    out.append(f"| {os.path.basename(run)} | {len(done)} | " + " | ".join(cells) + " |")
     last = max(evals)
-    finals[method] = ([v[0] for v in evals[last].values()], [v[1] for v in evals[last].values()],
+    finals[os.path.basename(run)] = ([v[0] for v in evals[last].values()], [v[1] for v in evals[last].values()],
                       [evals[last][s][0] - evals[0][s][0] for s in done])
   out += ["", "## Final evaluation", "",
-          "| method | final reward | gain over step 0 (same seed) | final KL̂ to π_ref | "
+          "| run | final reward | gain over step 0 (same seed) | final KL̂ to π_ref | "
           "reward gain per nat of KL̂ |", "|---|---|---|---|---|"]
   for method, (reward, kl, gain) in finals.items():
     per_nat = [g / k for g, k in zip(gain, kl) if k > 0]
@@ -108,7 +110,7 @@ def main():
                  f"({dual_kl:.2f} vs {grpo_kl:.2f} nats) |")
   out += ["", "## Completions before and after (seed 0, first evaluation prompts)", ""]
   for run in runs:
-    method = loaded[run][0]
+    method = os.path.basename(run)
     samples = [r for r in _jsonl(os.path.join(run, "samples.jsonl")) if r["seed"] == 0]
     out += [f"**{method}**", ""]
     for when in ("before", "after"):
