@@ -1,10 +1,12 @@
 """Shared test helpers. Core-library tests run in float64 (closed forms checked tightly)."""
 
+import contextlib
 import hashlib
 import os
 
 import jax
 import pytest
+from jax.experimental.compilation_cache import compilation_cache
 
 try:
   from hypothesis import HealthCheck, Phase, settings
@@ -29,6 +31,32 @@ def x64():
   """Run a test with 64-bit floats enabled (a context, so other test modules stay float32)."""
   with jax.enable_x64(True):
     yield
+
+
+_CACHE_CONFIG = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+                 "jax_persistent_cache_min_entry_size_bytes")
+
+
+@contextlib.contextmanager
+def persistent_compilation_cache(path: str):
+  """Every compile inside the block goes through jax's persistent cache in `path` (tests that
+  compile the same programs several times compile them once), and nothing after it does.
+
+  jax decides once per process whether the cache is used, at the first compile, and keeps that
+  decision and the first directory through later config changes: without `reset_cache` the
+  block's cache would stay on for the rest of the pytest worker (every later compile of 1 s or
+  more serialised to disk: the SmolLM2 test's 0.5 GB program took 153 s instead of 9), or, if
+  something compiled before the block, never come on."""
+  saved = {name: getattr(jax.config, name) for name in _CACHE_CONFIG}
+  for name, value in zip(_CACHE_CONFIG, (path, 0.0, 0)):
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()
+  try:
+    yield
+  finally:
+    for name, value in saved.items():
+      jax.config.update(name, value)
+    compilation_cache.reset_cache()
 
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

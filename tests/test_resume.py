@@ -10,13 +10,12 @@ import json
 import os
 import shutil
 
-import jax
 import pytest
 
 from rgpo_jax import cli
 from rgpo_jax.training import checkpoint as ckpt_lib
 from rgpo_jax.training import cli as train_cli
-from conftest import flip_bytes
+from conftest import flip_bytes, persistent_compilation_cache
 
 TINY = ["train", "--env", "CartPole-v1", "--num-envs", "2", "--num-steps", "8", "--total-steps", "128",
         "--num-minibatches", "2", "--update-epochs", "2", "--hidden", "16", "--seeds", "2",
@@ -37,19 +36,8 @@ class _Stop(Exception):
 def runs(tmp_path_factory):
   base = tmp_path_factory.mktemp("runs")
   # The three runs compile the same programs: a persistent compilation cache compiles them once.
-  saved_config = {k: getattr(jax.config, k) for k in _CACHE_CONFIG}
-  jax.config.update("jax_compilation_cache_dir", str(base / "jax_cache"))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  try:
+  with persistent_compilation_cache(str(base / "jax_cache")):
     yield _make_runs(base)
-  finally:
-    for k, v in saved_config.items():
-      jax.config.update(k, v)
-
-
-_CACHE_CONFIG = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-                 "jax_persistent_cache_min_entry_size_bytes")
 
 
 def _corrupt_step(run, step):

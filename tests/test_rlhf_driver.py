@@ -9,13 +9,13 @@ one persistent compilation cache, so only the first run compiles.
 import json
 import os
 
-import jax
 import numpy as np
 import pytest
 
 from rgpo_jax.rlhf_cli import RLHFConfig
 from rgpo_jax.rlhf import driver, prompts
 from rgpo_jax.training.io import TrainingInterrupted
+from conftest import persistent_compilation_cache
 
 WORDS = ("hello world", "My name", "hello there", "input string", "Tunix library",
          "distributed training")
@@ -40,14 +40,8 @@ def tiny_model(config):
 
 @pytest.fixture(scope="module", autouse=True)
 def compilation_cache(tmp_path_factory):
-  names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-           "jax_persistent_cache_min_entry_size_bytes")
-  before = {n: getattr(jax.config, n) for n in names}
-  for name, value in zip(names, (str(tmp_path_factory.mktemp("jax_cache")), 0, 0)):
-    jax.config.update(name, value)
-  yield
-  for name, value in before.items():
-    jax.config.update(name, value)
+  with persistent_compilation_cache(str(tmp_path_factory.mktemp("jax_cache"))):
+    yield
 
 
 def _records(path):

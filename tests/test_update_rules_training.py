@@ -16,7 +16,7 @@ import pytest
 
 from rgpo_jax import cli
 from rgpo_jax.training import checkpoint as ckpt_lib
-from conftest import repo_subprocess_env
+from conftest import persistent_compilation_cache, repo_subprocess_env
 
 DP_SCRIPT = textwrap.dedent("""
     import jax
@@ -71,22 +71,11 @@ class _Stop(Exception):
   pass
 
 
-_CACHE_CONFIG = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-                 "jax_persistent_cache_min_entry_size_bytes")
-
-
 @pytest.fixture(scope="module")
 def compile_cache(tmp_path_factory):
   """The full, stopped and resumed runs compile the same programs: compile them once."""
-  saved = {k: getattr(jax.config, k) for k in _CACHE_CONFIG}
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  try:
+  with persistent_compilation_cache(str(tmp_path_factory.mktemp("jax_cache"))):
     yield
-  finally:
-    for k, v in saved.items():
-      jax.config.update(k, v)
 
 
 @pytest.mark.usefixtures("compile_cache")
