@@ -31,14 +31,13 @@ import optax
 
 from rgpo_jax import advantages as adv_lib
 from rgpo_jax import gates as gates_lib
-from rgpo_jax import losses
 from rgpo_jax import normalization
 from rgpo_jax.envs import Env, make_env
 from rgpo_jax.networks import ActorCritic
 from rgpo_jax.training import gate_width as width_lib
 from rgpo_jax.training.config import HParams, TrainConfig, gate_template, hparams_from_config
 from rgpo_jax.training.update_rules import (MAX_METRICS, METRICS, RULE_METRICS, Batch,
-                                            make_rule)
+                                            make_rule, rollout_kl)
 
 Array = jax.Array
 
@@ -298,7 +297,7 @@ class Trainer:
     # KL(π_old‖π_new) over the whole update, on the rollout's own samples (k3 estimator).
     new_log_prob = self.network.apply(params, batch.obs, method=ActorCritic.policy).log_prob(
         batch.action)
-    approx_kl = jnp.mean(losses.kl_k3(batch.log_prob, new_log_prob))
+    approx_kl = rollout_kl(batch, new_log_prob)
 
     if cfg.normalize_obs:
       stats = normalization.update(stats, traj.obs, axis_name)

@@ -10,7 +10,8 @@
 """
 
 from rgpo_jax.training.update_rules.base import (MAX_METRICS, METRICS, RULE_METRICS, Batch,
-                                                 minibatch_epochs, value_regression_loss)
+                                                 minibatch_epochs, rollout_kl,
+                                                 value_regression_loss)
 from rgpo_jax.training.update_rules.gated import GatedEpochs
 from rgpo_jax.training.update_rules.natural_gradient import NaturalGradient
 from rgpo_jax.training.update_rules.weighted_regression import WeightedRegression
@@ -24,5 +25,5 @@ def make_rule(trainer):
 
 
 __all__ = ["Batch", "GatedEpochs", "MAX_METRICS", "METRICS", "NaturalGradient", "RULES",
-           "RULE_METRICS", "WeightedRegression", "make_rule", "minibatch_epochs",
+           "RULE_METRICS", "WeightedRegression", "make_rule", "minibatch_epochs", "rollout_kl",
            "value_regression_loss"]

@@ -61,6 +61,17 @@ class Batch(NamedTuple):
   target: Array
 
 
+def rollout_kl(batch: Batch, new_log_prob: Array) -> Array:
+  """The trainer's `approx_kl`: mean k3 estimate of KL(π_old‖π_new) on the rollout's own actions
+  (this device's batch). One definition, because TRPO's line search bounds this very number.
+
+  Args:
+    batch: the rollout (its `log_prob` is log π_old(a|s)).
+    new_log_prob: log π_new(a|s) of the batch's actions [N].
+  """
+  return jnp.mean(losses.kl_k3(batch.log_prob, new_log_prob))
+
+
 def value_regression_loss(values: Array, batch: Batch, hp, clip_value: bool) -> Array:
   """½ E[(V − target)²], PPO-clipped around V_old by `hp.value_clip_epsilon` if `clip_value`."""
   if clip_value:

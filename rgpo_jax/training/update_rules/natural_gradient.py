@@ -39,7 +39,8 @@ from jax.flatten_util import ravel_pytree
 from rgpo_jax import advantages as adv_lib
 from rgpo_jax import losses
 from rgpo_jax.networks import ActorCritic
-from rgpo_jax.training.update_rules.base import Batch, minibatch_epochs, value_regression_loss
+from rgpo_jax.training.update_rules.base import (Batch, minibatch_epochs, rollout_kl,
+                                                 value_regression_loss)
 
 Array = jax.Array
 
@@ -207,18 +208,21 @@ class NaturalGradient:
       return -pg_loss, aux
 
     local_kl = lambda theta: jnp.mean(old_dist.kl(dist_at(theta)))
-    exact_kl = lambda theta: _maybe_pmean(local_kl(theta), axis_name)
-    # The k3 estimate on the rollout's own actions, the trainer's `approx_kl` metric. It can
-    # exceed the exact KL by sampling noise (seen 2-4× on rare updates), so the trust region
-    # bounds both: a reported approx_kl above max_kl never comes from an accepted step.
-    sampled_kl = lambda theta: _maybe_pmean(
-        jnp.mean(losses.kl_k3(batch.log_prob, dist_at(theta).log_prob(batch.action))), axis_name)
+
+    def kl_estimates(theta):
+      """(exact mean KL(π_old‖π_θ), the trainer's approx_kl at θ), averaged over devices. The
+      k3 estimate can exceed the exact KL by sampling noise (seen 2-4× on rare updates), so
+      the trust region bounds both: no accepted step reports an approx_kl above max_kl."""
+      dist = dist_at(theta)
+      return _maybe_pmean((jnp.mean(old_dist.kl(dist)),
+                           rollout_kl(batch, dist.log_prob(batch.action))), axis_name)
+
     max_kl = hp.rule["max_kl"]
     step = natural_gradient_step(lambda t: surrogate(t)[0], local_kl, theta0, max_kl,
                                  hp.rule["cg_damping"], cfg.cg_iters, axis_name)
     search = backtracking_line_search(
         lambda t: _maybe_pmean(surrogate(t)[0], axis_name),
-        lambda t: jnp.maximum(exact_kl(t), sampled_kl(t)),
+        lambda t: jnp.maximum(*kl_estimates(t)),
         theta0, step.full_step, max_kl, cfg.backtrack_iters, cfg.backtrack_coef)
     gain, aux = surrogate(search.params)
     params = with_policy_params(params, unravel(search.params))
@@ -241,6 +245,6 @@ class NaturalGradient:
         "value_loss": jnp.mean(vl), "grad_norm": jnp.linalg.norm(step.grad),
         "line_search_steps": search.steps.astype(jnp.float32),
         "step_accepted": search.accepted.astype(jnp.float32),
-        "kl_after_step": jnp.where(search.accepted, exact_kl(search.params), 0.0),
+        "kl_after_step": jnp.where(search.accepted, kl_estimates(search.params)[0], 0.0),
         "cg_residual": step.cg_residual}
     return params, opt_state, metrics
