@@ -26,6 +26,9 @@ import sys
 # and PPO (with a critic), and offline DPO on preference pairs.
 METHODS = ("rgpo_dual", "rgpo_sigmoid", "grpo", "ppo", "dpo")
 GROUP_METHODS = ("rgpo_dual", "rgpo_sigmoid", "grpo")
+# Methods that train on pairs sampled once from the reference: a step's "reward_mean" is the reward
+# of those pairs, not of the current policy's samples (plots label it so).
+OFFLINE_METHODS = ("dpo",)
 # Tasks (`rgpo_jax.rlhf.prompts`): VADER sentiment of the completion; exact-answer arithmetic.
 TASKS = ("sentiment", "arithmetic")
 # Advantage estimators of the group methods (`rgpo_jax.rlhf.advantage_estimators`): tunix's

@@ -2,8 +2,9 @@
 
 One curve per run folder (its method; the folder name too where two runs share a method), mean
 over seeds with a ±1 std band where there is more than one seed:
-  reward.png  the training batches' mean reward (thin) and the evaluation reward (markers)
-              against the step;
+  reward.png  the training batches' mean reward (thin; for an offline method such as dpo, the
+              reward of its fixed pairs, dashed) and the evaluation reward (markers) against the
+              step: only the markers compare methods;
   pareto.png  evaluation reward against KL̂(π_θ‖π_ref) at every evaluation (mean over seeds),
               from step 0 (open circle) to the end (filled): up and to the left is better.
 `plot_rlhf_runs([run, ...], out)` compares several methods' folders in one figure, and
@@ -18,6 +19,8 @@ from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
+
+from rgpo_jax.rlhf_cli import OFFLINE_METHODS
 
 
 def _load(run: str) -> tuple[str, list[dict]]:
@@ -54,9 +57,11 @@ def plot_rlhf_runs(runs: Sequence[str], out: str) -> list[str]:
   seeds = lambda records: len({r["seed"] for r in records})
 
   fig, ax = plt.subplots(figsize=(7, 4.5))
-  for label, (_, records) in zip(labels, loaded):
+  for label, (method, records) in zip(labels, loaded):
     steps, mean, std = _curve(records, "reward_mean")
-    line, = ax.plot(steps, mean, lw=1, alpha=0.6, label=f"{label}: training batches")
+    offline = method in OFFLINE_METHODS
+    line, = ax.plot(steps, mean, "--" if offline else "-", lw=1, alpha=0.6,
+                    label=f"{label}: " + ("its offline pairs" if offline else "training batches"))
     if seeds(records) > 1:
       ax.fill_between(steps, mean - std, mean + std, color=line.get_color(), alpha=0.15, lw=0)
     steps, mean, std = _curve(records, "eval_reward")
