@@ -1,16 +1,31 @@
-"""Table of the runs under experiments/passk/ (every folder holding a metrics.jsonl): pass@1 and
-pass@4 on the 32 held-out problems before and after training, per run.
+"""Tables and a plot of the runs under experiments/passk/ (every folder holding a metrics.jsonl):
+pass@1 and pass@4 on the 32 held-out problems before and after training.
 
 Before = the step-0 evaluation (the untrained model; for a given seed the same samples whatever
-the advantage), after = the last evaluation; mean ± std over the seeds that reached it.
-Writes results.md next to this file."""
+the advantage), after = the last evaluation; Δ = after − before of the same seed, so the seeds'
+shared step-0 noise cancels. Mean ± std over the seeds that reached the end.
+
+Evaluation noise: one evaluation scores each problem from 8 samples, so its pass@k carries a
+sampling error even on the same 32 problems. `noise` is its standard deviation by a parametric
+bootstrap of the step-0 evaluation (each problem's 8 samples redrawn at its observed success
+rate, 2000 draws; mean over seeds); the Δ of two independent evaluations has √2 times that, so
+a |Δ| below about 2√2 × noise is not distinguishable from sampling alone.
+"Batches with signal" is the fraction of training steps whose batch had a non-zero advantage
+anywhere (a group with mixed rewards): the others make no update.
+
+Writes results.md and passk.png next to this file (needs `rgpo_jax` importable for the pass@k
+estimator)."""
 
 import json
 import os
+from collections import defaultdict
 
 import numpy as np
 
+from rgpo_jax.rlhf.tasks import pass_at_k
+
 D = os.path.dirname(os.path.abspath(__file__))
+KS = (1, 4)
 
 
 def _records(path):
@@ -18,40 +33,124 @@ def _records(path):
     return [json.loads(line) for line in f if line.strip()]
 
 
-def _fmt(values):
+def _fmt(values, signed=False):
   if not values:
     return "n/a"
-  return f"{np.mean(values):.3f} ± {np.std(values):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+  spec = "+.3f" if signed else ".3f"
+  if len(values) == 1:
+    return format(values[0], spec)
+  return f"{format(float(np.mean(values)), spec)} ± {np.std(values):.3f}"
 
 
-def _row(name, run):
+def _noise(samples, seed, k, draws=2000):
+  """Std of one evaluation's mean pass@k under resampling (the seed's step-0 samples)."""
+  by_prompt = defaultdict(list)
+  for s in samples:
+    if s["seed"] == seed and s["when"] == "before":
+      by_prompt[s["prompt"]].append(s["reward"] > 0.5)
+  if not by_prompt:
+    return None
+  n = np.array([len(v) for v in by_prompt.values()])
+  c = np.array([sum(v) for v in by_prompt.values()])
+  redrawn = np.random.default_rng(seed).binomial(n, c / n, size=(draws, len(n)))
+  return float(pass_at_k(np.broadcast_to(n, redrawn.shape), redrawn, k).mean(axis=1).std())
+
+
+def load(run):
+  """One run folder → its advantage, per-seed results (seeds that reached their last step)."""
   with open(os.path.join(run, "config.json")) as f:
     config = json.load(f)["config"]
   records = _records(os.path.join(run, "metrics.jsonl"))
-  seeds = sorted({r["seed"] for r in records})
-  evals = {s: sorted((r for r in records if r["seed"] == s and "eval_pass@1" in r),
-                     key=lambda r: r["step"]) for s in seeds}
-  done = [s for s in seeds if evals[s][-1]["step"] > 0]
-  first = lambda key: [evals[s][0][key] for s in done]
-  last = lambda key: [evals[s][-1][key] for s in done]
-  secs = [r["seconds"] for r in records if r.get("step", 0) > 1 and "seconds" in r]
-  return (f"| {name} | {config['advantage']} | {len(done)} "
-          f"| {max((evals[s][-1]['step'] for s in done), default=0)} "
-          f"| {_fmt(first('eval_pass@1'))} | {_fmt(last('eval_pass@1'))} "
-          f"| {_fmt(first('eval_pass@4'))} | {_fmt(last('eval_pass@4'))} "
-          f"| {_fmt(last('eval_kl'))} | {f'{np.mean(secs):.0f}' if secs else 'n/a'} |")
+  samples_path = os.path.join(run, "samples.jsonl")
+  samples = _records(samples_path) if os.path.exists(samples_path) else []
+  seeds = []
+  for seed in sorted({r["seed"] for r in records}):
+    mine = [r for r in records if r["seed"] == seed]
+    evals = sorted((r for r in mine if "eval_pass@1" in r), key=lambda r: r["step"])
+    if not evals or evals[-1]["step"] == 0:
+      continue
+    steps = [r for r in mine if r["step"] > 0 and "grad_norm" in r]
+    seeds.append({
+        "seed": seed, "steps": evals[-1]["step"],
+        **{f"pass@{k} {when}": evals[i][f"eval_pass@{k}"]
+           for k in KS for when, i in (("before", 0), ("after", -1))},
+        **{f"noise@{k}": _noise(samples, seed, k) for k in KS},
+        "kl": evals[-1]["eval_kl"],
+        "signal": float(np.mean([r["grad_norm"] > 0 for r in steps])) if steps else None,
+        "seconds": [r["seconds"] for r in steps if r["step"] > 1],
+    })
+  return config, seeds
+
+
+def tables(runs):
+  head = ("| run | advantage | seeds × steps | pass@1 before → after | Δ pass@1 | pass@4 before "
+          "→ after | Δ pass@4 | noise (pass@1, pass@4) | KL̂ to π_ref after | batches with "
+          "signal | s/step (wall) |")
+  rows = [head, "|" + "---|" * head.count(" | ") + "---|"]
+  per_seed = ["| run | seed | pass@1 before → after | pass@4 before → after | KL̂ after | "
+              "batches with signal |", "|---|---|---|---|---|---|"]
+  for name, (config, seeds) in runs.items():
+    if not seeds:  # no seed finished yet
+      continue
+    get = lambda key: [s[key] for s in seeds if s[key] is not None]
+    delta = lambda k: [s[f"pass@{k} after"] - s[f"pass@{k} before"] for s in seeds]
+    secs = [x for s in seeds for x in s["seconds"]]
+    rows.append(
+        f"| {name} | {config['advantage']} | {len(seeds)} × {max(get('steps'), default=0)} "
+        f"| {_fmt(get('pass@1 before'))} → {_fmt(get('pass@1 after'))} "
+        f"| {_fmt(delta(1), signed=True)} "
+        f"| {_fmt(get('pass@4 before'))} → {_fmt(get('pass@4 after'))} "
+        f"| {_fmt(delta(4), signed=True)} "
+        f"| ±{_fmt(get('noise@1'))}, ±{_fmt(get('noise@4'))} "
+        f"| {_fmt(get('kl'))} | {_fmt(get('signal'))} "
+        f"| {f'{np.mean(secs):.0f}' if secs else 'n/a'} |")
+    for s in seeds:
+      signal = "n/a" if s["signal"] is None else f"{s['signal']:.2f}"
+      per_seed.append(
+          f"| {name} | {s['seed']} | {s['pass@1 before']:.3f} → {s['pass@1 after']:.3f} "
+          f"| {s['pass@4 before']:.3f} → {s['pass@4 after']:.3f} | {s['kl']:.2f} | {signal} |")
+  return rows, per_seed
+
+
+def plot(runs, path):
+  """Δ pass@1 and Δ pass@4 per seed (dots) and their mean (bar) for each run, beside ±2√2 × the
+  evaluation noise around 0 (grey: what two evaluations of an unchanged model could differ by)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  names = [n for n, (_, seeds) in runs.items() if seeds]
+  fig, axes = plt.subplots(1, len(KS), figsize=(4 + 1.2 * len(names), 4), sharey=True)
+  for ax, k in zip(axes, KS):
+    noise = [s[f"noise@{k}"] for n in names for s in runs[n][1] if s[f"noise@{k}"] is not None]
+    if noise:
+      band = 2 * np.sqrt(2) * float(np.mean(noise))
+      ax.axhspan(-band, band, color="0.85", lw=0, label="unchanged model, ±2 std")
+    ax.axhline(0, color="0.5", lw=0.8)
+    for i, name in enumerate(names):
+      d = [s[f"pass@{k} after"] - s[f"pass@{k} before"] for s in runs[name][1]]
+      ax.bar(i, np.mean(d), width=0.6, alpha=0.35, color=f"C{i}")
+      ax.plot(np.full(len(d), i) + np.linspace(-0.12, 0.12, len(d)), d, "o", color=f"C{i}")
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
+    ax.set_title(f"Δ pass@{k} (after − before), per seed")
+  axes[0].set_ylabel("change on 32 held-out problems")
+  if names:
+    axes[0].legend(fontsize=7, loc="lower left")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
 
 
 def main():
-  rows = ["| run | advantage | seeds | steps | pass@1 before | pass@1 after | pass@4 before "
-          "| pass@4 after | KL to π_ref after | s/step (wall) |",
-          "|---|---|---|---|---|---|---|---|---|---|"]
+  runs = {}
   for root, _, files in sorted(os.walk(D)):
     if "metrics.jsonl" in files and "config.json" in files:
-      rows.append(_row(os.path.relpath(root, D), root))
-  text = "\n".join(rows) + "\n"
+      runs[os.path.relpath(root, D)] = load(root)
+  rows, per_seed = tables(runs)
+  text = "\n".join(rows + ["", "Per seed:", ""] + per_seed) + "\n"
   with open(os.path.join(D, "results.md"), "w") as f:
     f.write(text)
+  plot({n: r for n, r in runs.items() if not n.startswith("partial")},
+       os.path.join(D, "passk.png"))
   print(text)
 
 
