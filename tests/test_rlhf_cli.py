@@ -51,6 +51,8 @@ def test_resume_needs_a_run_folder_and_its_own_settings(tmp_path):
   (run / "config.json").write_text('{"config": {"method": "grpo", "steps": 5}}')
   with pytest.raises(SystemExit, match=r"--steps 7 \(run: 5\)"):
     cli.main(["rlhf", "--resume", str(run), "--steps", "7"])
+  with pytest.raises(SystemExit, match=r"--save-policy True \(run: False\)"):
+    cli.main(["rlhf", "--resume", str(run), "--save-policy"])
 
 
 def test_rgpo_help_does_not_import_tunix():

@@ -24,7 +24,7 @@ TASK = prompts.Task("tiny", tuple({"prompt": w} for w in WORDS),
                     tuple({"prompt": w} for w in WORDS[:2]),
                     lambda prompts, completions, **kw: [float(c.count("hello")) for c in completions])
 CONFIG = RLHFConfig(method="rgpo_dual", seeds=1, steps=3, batch_size=2, num_generations=2,
-                    max_new_tokens=4, eval_every=2, learning_rate=1e-2)
+                    max_new_tokens=4, eval_every=2, learning_rate=1e-2, save_policy=True)
 
 
 def tiny_model(config):
@@ -58,7 +58,7 @@ def finished(tmp_path_factory):
 
 def test_a_run_writes_config_metrics_samples_summary_and_plots(finished):
   out, summary = finished
-  assert sorted(os.listdir(out)) == ["config.json", "metrics.jsonl", "plots", "runs",
+  assert sorted(os.listdir(out)) == ["config.json", "metrics.jsonl", "plots", "policy", "runs",
                                      "samples.jsonl", "summary.json"]
   assert sorted(os.listdir(os.path.join(out, "plots"))) == ["pareto.png", "reward.png"]
   assert not os.path.exists(os.path.join(out, "checkpoints"))  # removed when the seed finished
@@ -83,6 +83,18 @@ def test_a_run_writes_config_metrics_samples_summary_and_plots(finished):
                              np.mean([s["reward"] for s in after]))
   assert summary["final_eval_kl_mean"] != 0.0  # three steps at lr 1e-2 moved the policy
   assert records[-1]["eval_kl"] == pytest.approx(summary["final_eval_kl_mean"], rel=1e-6)
+
+
+def test_a_saved_policy_loads_back_with_the_final_parameters(finished):
+  from flax import nnx
+  from rgpo_jax.training.checkpoint import params_checksum
+  checksum = lambda model: params_checksum(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  out, summary = finished
+  model, _ = driver.load_policy(out, CONFIG.seed, load_model=tiny_model)
+  assert checksum(model) == summary["per_seed"][0]["params_checksum"]
+  assert checksum(model) != checksum(tiny_model(CONFIG)[0])  # the trained, not the initial, one
+  with pytest.raises(FileNotFoundError, match=r"no saved policy for seed 7 .*saved: seed0\)"):
+    driver.load_policy(out, 7, load_model=lambda config: pytest.fail("loaded a model"))
 
 
 def test_a_stopped_run_resumes_to_the_uninterrupted_result(finished, tmp_path):

@@ -27,7 +27,9 @@ Files in the run folder (like `rgpo train`'s):
   checkpoints/seed<S>/  the running seed's checkpoint (`rgpo_jax.training.checkpoint`, orbax):
                   the runner's state (policy, optimizer, critic ...) and the step. Written
                   every `checkpoint_minutes` and on Ctrl-C; removed when the seed finishes
-                  (a full SmolLM2 checkpoint with Adam's moments is ~1.6 GB).
+                  (a full SmolLM2 checkpoint with Adam's moments is ~1.6 GB);
+  policy/seed<S>/ with `save_policy`: a finished seed's trained policy parameters (same
+                  checkpoint format, no optimizer state), read back by `load_policy`.
 
 Ctrl-C stops after the current step, saves a checkpoint, and raises
 `rgpo_jax.training.io.TrainingInterrupted`; `run_rlhf(..., resume=True)` continues.
@@ -52,6 +54,7 @@ from rgpo_jax.training import checkpoint as ckpt_lib
 from rgpo_jax.training.io import TrainingInterrupted, graceful_sigint, json_floats
 
 CHECKPOINTS = "checkpoints"
+POLICIES = "policy"
 RUN_FILES = ("config.json", "metrics.jsonl", "summary.json")
 _TRAIN_STREAM, _EVAL_STREAM, _PROMPT_STREAM = 1, 2, 3  # fold_in tags of the seed's key
 
@@ -226,6 +229,12 @@ class _SeedRun:
     with ckpt_lib.Checkpointer(self.checkpoint_dir, self._metadata(), keep=1) as ckpt:
       ckpt.save(step, self.runner.checkpoint_state())
 
+  def save_policy(self, step: int) -> None:
+    path = os.path.join(self.setup.out, POLICIES, f"seed{self.seed}")
+    shutil.rmtree(path, ignore_errors=True)  # left by a process stopped before the seed's record
+    with ckpt_lib.Checkpointer(path, self._metadata(), keep=1) as ckpt:
+      ckpt.save(step, _policy_params(self.runner.policy))
+
   def evaluate(self):
     from rgpo_jax.rlhf import evaluation  # pylint: disable=import-outside-toplevel
     s = self.setup
@@ -282,9 +291,9 @@ class _Files:
         f.write(json.dumps({"seed": seed, "step": step, "when": when, **rec}) + "\n")
 
 
-def _params_checksum(runner) -> str:
+def _policy_params(policy) -> dict[str, Any]:
   from flax import nnx  # pylint: disable=import-outside-toplevel
-  return ckpt_lib.params_checksum(nnx.to_pure_dict(nnx.state(runner.policy, nnx.Param)))
+  return nnx.to_pure_dict(nnx.state(policy, nnx.Param))
 
 
 def _run_seed(setup: _Setup, seed: int, files: _Files, bar, stop, log,
@@ -324,6 +333,8 @@ def _run_seed(setup: _Setup, seed: int, files: _Files, bar, stop, log,
         raise TrainingInterrupted(setup.out, step, cfg.steps)
     if final is None:  # resumed exactly at the end
       final = run.evaluate()
+    if cfg.save_policy and setup.out is not None:
+      run.save_policy(step)
     files.samples(seed, step, "after", final)
     pass_at = {f"final_{k}": v for k, v in _eval_fields(final, setup).items()
                if k.startswith("eval_pass@")}
@@ -334,7 +345,7 @@ def _run_seed(setup: _Setup, seed: int, files: _Files, bar, stop, log,
             "cpu_seconds_per_step": (float(np.mean(cpu_seconds[1:])) if len(cpu_seconds) > 1
                                      else None),
             "first_step_seconds": seconds[0] if seconds else None,
-            "params_checksum": _params_checksum(run.runner)}
+            "params_checksum": ckpt_lib.params_checksum(_policy_params(run.runner.policy))}
   finally:
     run.close()
 
@@ -459,6 +470,41 @@ def _truncate_seed(out: str, seed: int) -> None:
   _keep_records(os.path.join(out, "metrics.jsonl"), keep)
   _keep_records(os.path.join(out, "samples.jsonl"),
                 lambda r: r.get("seed") != seed or (r["when"] == "before" and step > 0))
+
+
+def load_policy(out: str, seed: int,
+                load_model: Callable[[RLHFConfig], tuple[Any, Any]] | None = None):
+  """A finished seed's trained policy from a run made with `save_policy`.
+
+  Args:
+    out: the run folder.
+    seed: which seed (its `policy/seed<S>/` must exist).
+    load_model: as in `run_rlhf` (None: the run's GGUF model file).
+
+  Returns:
+    (model, tokenizer): the run's model architecture holding the seed's final parameters; their
+    checksum equals the seed's `params_checksum` in summary.json.
+
+  Raises:
+    FileNotFoundError: no saved policy for `seed` (names the saved ones), before any model is
+      loaded. `CheckpointMismatchError` if the folder's policy belongs to another run.
+  """
+  from flax import nnx  # pylint: disable=import-outside-toplevel
+  config = load_config(out)
+  path = os.path.join(out, POLICIES, f"seed{seed}")
+  if ckpt_lib.latest_step(path) is None:
+    saved = sorted(os.listdir(os.path.join(out, POLICIES))) if os.path.isdir(
+        os.path.join(out, POLICIES)) else []
+    raise FileNotFoundError(
+        f"rgpo rlhf: no saved policy for seed {seed} in {out!r} (saved: "
+        f"{', '.join(saved) or 'none; run with --save-policy'})")
+  model, tokenizer = (load_model or load_default_model)(config)
+  metadata = {"method": config.method, "seed": seed, "config": config.to_dict()}
+  _, params = ckpt_lib.restore(path, _policy_params(model), metadata)
+  state = nnx.state(model, nnx.Param)
+  nnx.replace_by_pure_dict(state, params)
+  nnx.update(model, state)
+  return model, tokenizer
 
 
 def load_config(out: str) -> RLHFConfig:
