@@ -32,6 +32,10 @@ def test_site_builds_strict_with_the_api_reference(site):
     assert f'id="{name}"' in gates_page, name
   variance_page = (site / "api" / "variance" / "index.html").read_text()
   assert 'id="rgpo_jax.variance.grid.synthetic_grid"' in variance_page
+  rlhf_page = (site / "api" / "rlhf" / "index.html").read_text()
+  for name in ("rgpo_jax.rlhf.policy_loss.register_policy_loss", "rgpo_jax.rlhf.driver.run_rlhf",
+               "rgpo_jax.rlhf.driver.load_policy", "rgpo_jax.rlhf_cli.RLHFConfig"):
+    assert f'id="{name}"' in rlhf_page, name
   for page in ("method", "advantages", "pitfalls", "architecture", "results"):
     assert (site / page / "index.html").stat().st_size > 0, page
 
