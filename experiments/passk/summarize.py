@@ -13,7 +13,8 @@ a |Δ| below about 2√2 × noise is not distinguishable from sampling alone.
 "Batches with signal" is the fraction of training steps whose batch had a non-zero advantage
 anywhere (a group with mixed rewards): the others make no update.
 
-Writes results.md and passk.png next to this file (needs `rgpo_jax` importable for the pass@k
+Writes results.md, passk.png (the Δs) and passk_training.png (the training batches' reward per
+step) next to this file (needs `rgpo_jax` importable for the pass@k
 estimator)."""
 
 import json
@@ -101,7 +102,7 @@ def tables(runs):
         f"| {_fmt(delta(1), signed=True)} "
         f"| {_fmt(get('pass@4 before'))} → {_fmt(get('pass@4 after'))} "
         f"| {_fmt(delta(4), signed=True)} "
-        f"| ±{_fmt(get('noise@1'))}, ±{_fmt(get('noise@4'))} "
+        f"| ±{np.mean(get('noise@1')):.3f}, ±{np.mean(get('noise@4')):.3f} "
         f"| {_fmt(get('kl'))} | {_fmt(get('signal'))} "
         f"| {f'{np.mean(secs):.0f}' if secs else 'n/a'} |")
     for s in seeds:
@@ -119,7 +120,7 @@ def plot(runs, path):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
   names = [n for n, (_, seeds) in runs.items() if seeds]
-  fig, axes = plt.subplots(1, len(KS), figsize=(4 + 1.2 * len(names), 4), sharey=True)
+  fig, axes = plt.subplots(1, len(KS), figsize=(2 + 2.4 * max(len(names), 1), 4), sharey=True)
   for ax, k in zip(axes, KS):
     noise = [s[f"noise@{k}"] for n in names for s in runs[n][1] if s[f"noise@{k}"] is not None]
     if noise:
@@ -131,10 +132,32 @@ def plot(runs, path):
       ax.bar(i, np.mean(d), width=0.6, alpha=0.35, color=f"C{i}")
       ax.plot(np.full(len(d), i) + np.linspace(-0.12, 0.12, len(d)), d, "o", color=f"C{i}")
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
-    ax.set_title(f"Δ pass@{k} (after − before), per seed")
-  axes[0].set_ylabel("change on 32 held-out problems")
+    ax.set_xlim(-0.6, len(names) - 0.4)
+    ax.set_title(f"Δ pass@{k}, per seed", fontsize=10)
+  axes[0].set_ylabel("after − before, 32 held-out problems")
   if names:
     axes[0].legend(fontsize=7, loc="lower left")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_training(runs, path):
+  """Each training batch's mean reward (fraction of the 4 × 8 completions right) per step: one
+  thin line per seed, one colour per run."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  fig, ax = plt.subplots(figsize=(7, 4))
+  for i, (name, records) in enumerate(runs.items()):
+    for j, seed in enumerate(sorted({r["seed"] for r in records})):
+      steps = sorted((r["step"], r["reward_mean"]) for r in records
+                     if r["seed"] == seed and "reward_mean" in r)
+      ax.plot(*zip(*steps), "-", color=f"C{i}", lw=1, alpha=0.8,
+              label=name if j == 0 else None)
+  ax.set(xlabel="training step", ylabel="batch reward (fraction right)",
+         title="Training batches, one line per seed")
+  ax.legend(fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)
@@ -149,8 +172,10 @@ def main():
   text = "\n".join(rows + ["", "Per seed:", ""] + per_seed) + "\n"
   with open(os.path.join(D, "results.md"), "w") as f:
     f.write(text)
-  plot({n: r for n, r in runs.items() if not n.startswith("partial")},
-       os.path.join(D, "passk.png"))
+  study = [n for n in runs if not n.startswith("partial")]
+  plot({n: runs[n] for n in study}, os.path.join(D, "passk.png"))
+  plot_training({n: _records(os.path.join(D, n, "metrics.jsonl")) for n in study},
+                os.path.join(D, "passk_training.png"))
   print(text)
 
 
