@@ -37,7 +37,6 @@ Ctrl-C stops after the current step, saves a checkpoint, and raises
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -457,9 +456,12 @@ def run_rlhf(config: RLHFConfig, out: str | None = None, *, resume: bool = False
   summary = summarize(config, [done[s] for s in seeds])
   if out is not None:
     _write_json(os.path.join(out, "summary.json"), summary)
-    with contextlib.suppress(Exception):  # a plot never fails a finished run
+    try:
       from rgpo_jax.rlhf import plot  # pylint: disable=import-outside-toplevel
       summary["plots"] = plot.plot_rlhf_runs([out], os.path.join(out, "plots"))
+    except Exception as e:  # pylint: disable=broad-except  # a plot never fails a finished run
+      log(f"rgpo rlhf: plots not drawn ({type(e).__name__}: {e}); draw them with "
+          f"rgpo rlhf-plot {out} --out {os.path.join(out, 'plots')}")
   return summary
 
 
