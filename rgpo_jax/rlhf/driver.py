@@ -58,6 +58,16 @@ RUN_FILES = ("config.json", "metrics.jsonl", "summary.json")
 _TRAIN_STREAM, _EVAL_STREAM, _PROMPT_STREAM = 1, 2, 3  # fold_in tags of the seed's key
 
 
+def _seed_dir(out: str, kind: str, seed: int) -> str:
+  """`<out>/<kind>/seed<S>`: a seed's checkpoint (CHECKPOINTS) or saved policy (POLICIES)."""
+  return os.path.join(out, kind, f"seed{seed}")
+
+
+def _seed_metadata(config: RLHFConfig, seed: int) -> dict[str, Any]:
+  """What a seed's checkpoints and saved policy are tagged with (checked on restore)."""
+  return {"method": config.method, "seed": seed, "config": config.to_dict()}
+
+
 # ---------------------------------------------------------------------------------------------
 # What a run trains on: prompts, batches and keys as functions of (seed, step).
 
@@ -208,12 +218,11 @@ class _SeedRun:
     self.sampler = evaluation.PolicySampler(self.runner.policy, setup.tokenizer,
                                             setup.max_prompt_length, cfg.max_new_tokens)
     self.checkpoint_dir = (None if setup.out is None
-                           else os.path.join(setup.out, CHECKPOINTS, f"seed{seed}"))
+                           else _seed_dir(setup.out, CHECKPOINTS, seed))
     self.start_step = self._restore(log)
 
   def _metadata(self) -> dict[str, Any]:
-    return {"method": self.setup.config.method, "seed": self.seed,
-            "config": self.setup.config.to_dict()}
+    return _seed_metadata(self.setup.config, self.seed)
 
   def _restore(self, log) -> int:
     if self.checkpoint_dir is None or ckpt_lib.latest_step(self.checkpoint_dir) is None:
@@ -229,7 +238,7 @@ class _SeedRun:
       ckpt.save(step, self.runner.checkpoint_state())
 
   def save_policy(self, step: int) -> None:
-    path = os.path.join(self.setup.out, POLICIES, f"seed{self.seed}")
+    path = _seed_dir(self.setup.out, POLICIES, self.seed)
     shutil.rmtree(path, ignore_errors=True)  # left by a process stopped before the seed's record
     with ckpt_lib.Checkpointer(path, self._metadata(), keep=1) as ckpt:
       ckpt.save(step, _policy_params(self.runner.policy))
@@ -450,7 +459,7 @@ def run_rlhf(config: RLHFConfig, out: str | None = None, *, resume: bool = False
         if out is not None:
           os.makedirs(os.path.join(out, "runs"), exist_ok=True)
           _write_json(os.path.join(out, "runs", f"seed{seed}.json"), done[seed])
-          shutil.rmtree(os.path.join(out, CHECKPOINTS, f"seed{seed}"), ignore_errors=True)
+          shutil.rmtree(_seed_dir(out, CHECKPOINTS, seed), ignore_errors=True)
   finally:
     bar.close()
   summary = summarize(config, [done[s] for s in seeds])
@@ -467,7 +476,7 @@ def run_rlhf(config: RLHFConfig, out: str | None = None, *, resume: bool = False
 
 def _truncate_seed(out: str, seed: int) -> None:
   """Before a seed (re)starts: keep its metrics and samples only up to its checkpoint."""
-  step = ckpt_lib.latest_step(os.path.join(out, CHECKPOINTS, f"seed{seed}")) or 0
+  step = ckpt_lib.latest_step(_seed_dir(out, CHECKPOINTS, seed)) or 0
   keep = lambda r: r.get("seed") != seed or (r["step"] <= step and step > 0)
   _keep_records(os.path.join(out, "metrics.jsonl"), keep)
   _keep_records(os.path.join(out, "samples.jsonl"),
@@ -493,16 +502,15 @@ def load_policy(out: str, seed: int,
   """
   from flax import nnx  # pylint: disable=import-outside-toplevel
   config = load_config(out)
-  path = os.path.join(out, POLICIES, f"seed{seed}")
+  path = _seed_dir(out, POLICIES, seed)
   if ckpt_lib.latest_step(path) is None:
-    saved = sorted(os.listdir(os.path.join(out, POLICIES))) if os.path.isdir(
-        os.path.join(out, POLICIES)) else []
+    policies = os.path.join(out, POLICIES)
+    saved = sorted(os.listdir(policies)) if os.path.isdir(policies) else []
     raise FileNotFoundError(
         f"rgpo rlhf: no saved policy for seed {seed} in {out!r} (saved: "
         f"{', '.join(saved) or 'none; run with --save-policy'})")
   model, tokenizer = (load_model or load_default_model)(config)
-  metadata = {"method": config.method, "seed": seed, "config": config.to_dict()}
-  _, params = ckpt_lib.restore(path, _policy_params(model), metadata)
+  _, params = ckpt_lib.restore(path, _policy_params(model), _seed_metadata(config, seed))
   state = nnx.state(model, nnx.Param)
   nnx.replace_by_pure_dict(state, params)
   nnx.update(model, state)
