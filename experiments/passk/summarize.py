@@ -58,7 +58,8 @@ def _noise(samples, seed, k, draws=2000):
 
 
 def load(run):
-  """One run folder → its advantage, per-seed results (seeds that reached their last step)."""
+  """One run folder → (config, per-seed results of the seeds that reached their last step,
+  metrics records)."""
   with open(os.path.join(run, "config.json")) as f:
     config = json.load(f)["config"]
   records = _records(os.path.join(run, "metrics.jsonl"))
@@ -75,12 +76,13 @@ def load(run):
         "seed": seed, "steps": evals[-1]["step"],
         **{f"pass@{k} {when}": evals[i][f"eval_pass@{k}"]
            for k in KS for when, i in (("before", 0), ("after", -1))},
+        **{f"delta@{k}": evals[-1][f"eval_pass@{k}"] - evals[0][f"eval_pass@{k}"] for k in KS},
         **{f"noise@{k}": _noise(samples, seed, k) for k in KS},
         "kl": evals[-1]["eval_kl"],
         "signal": float(np.mean([r["grad_norm"] > 0 for r in steps])) if steps else None,
         "seconds": [r["seconds"] for r in steps if r["step"] > 1],
     })
-  return config, seeds
+  return config, seeds, records
 
 
 def tables(runs):
@@ -90,18 +92,17 @@ def tables(runs):
   rows = [head, "|" + "---|" * head.count(" | ") + "---|"]
   per_seed = ["| run | seed | pass@1 before → after | pass@4 before → after | KL̂ after | "
               "batches with signal |", "|---|---|---|---|---|---|"]
-  for name, (config, seeds) in runs.items():
+  for name, (config, seeds, _) in runs.items():
     if not seeds:  # no seed finished yet
       continue
     get = lambda key: [s[key] for s in seeds if s[key] is not None]
-    delta = lambda k: [s[f"pass@{k} after"] - s[f"pass@{k} before"] for s in seeds]
     secs = [x for s in seeds for x in s["seconds"]]
     rows.append(
         f"| {name} | {config['advantage']} | {len(seeds)} × {max(get('steps'), default=0)} "
         f"| {_fmt(get('pass@1 before'))} → {_fmt(get('pass@1 after'))} "
-        f"| {_fmt(delta(1), signed=True)} "
+        f"| {_fmt(get('delta@1'), signed=True)} "
         f"| {_fmt(get('pass@4 before'))} → {_fmt(get('pass@4 after'))} "
-        f"| {_fmt(delta(4), signed=True)} "
+        f"| {_fmt(get('delta@4'), signed=True)} "
         f"| ±{np.mean(get('noise@1')):.3f}, ±{np.mean(get('noise@4')):.3f} "
         f"| {_fmt(get('kl'))} | {_fmt(get('signal'))} "
         f"| {f'{np.mean(secs):.0f}' if secs else 'n/a'} |")
@@ -119,7 +120,7 @@ def plot(runs, path):
   import matplotlib  # pylint: disable=import-outside-toplevel
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-  names = [n for n, (_, seeds) in runs.items() if seeds]
+  names = [n for n, (_, seeds, _) in runs.items() if seeds]
   fig, axes = plt.subplots(1, len(KS), figsize=(2 + 2.4 * max(len(names), 1), 4), sharey=True)
   for ax, k in zip(axes, KS):
     noise = [s[f"noise@{k}"] for n in names for s in runs[n][1] if s[f"noise@{k}"] is not None]
@@ -128,7 +129,7 @@ def plot(runs, path):
       ax.axhspan(-band, band, color="0.85", lw=0, label="unchanged model, ±2 std")
     ax.axhline(0, color="0.5", lw=0.8)
     for i, name in enumerate(names):
-      d = [s[f"pass@{k} after"] - s[f"pass@{k} before"] for s in runs[name][1]]
+      d = [s[f"delta@{k}"] for s in runs[name][1]]
       ax.bar(i, np.mean(d), width=0.6, alpha=0.35, color=f"C{i}")
       ax.plot(np.full(len(d), i) + np.linspace(-0.12, 0.12, len(d)), d, "o", color=f"C{i}")
     ax.set_xticks(range(len(names)), names, rotation=20, ha="right", fontsize=8)
@@ -174,8 +175,7 @@ def main():
     f.write(text)
   study = [n for n in runs if not n.startswith("partial")]
   plot({n: runs[n] for n in study}, os.path.join(D, "passk.png"))
-  plot_training({n: _records(os.path.join(D, n, "metrics.jsonl")) for n in study},
-                os.path.join(D, "passk_training.png"))
+  plot_training({n: runs[n][2] for n in study}, os.path.join(D, "passk_training.png"))
   print(text)
 
 
