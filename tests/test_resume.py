@@ -8,8 +8,11 @@ import glob
 import io
 import json
 import os
+import re
 import shutil
 
+import jax
+import numpy as np
 import pytest
 
 from rgpo_jax import cli
@@ -103,6 +106,13 @@ def test_resumed_run_ends_with_identical_params_checksum(runs):
   assert a["params_checksum"] == b["params_checksum"]
   assert a["params_checksum_per_run"] == b["params_checksum_per_run"]
   assert a["params_checksum_per_run"][0] != a["params_checksum_per_run"][1]  # 2 seeds differ
+
+
+def test_summary_records_the_software_the_numbers_depend_on(runs):
+  software = _summary(runs["full"])["software"]
+  assert software["jax"] == jax.__version__ and software["numpy"] == np.__version__
+  commit = software["rgpo_jax_commit"]  # this checkout's HEAD (CI runs from a git clone)
+  assert commit is None or re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", commit), commit
 
 
 def test_resumed_metrics_equal_uninterrupted_metrics(runs):

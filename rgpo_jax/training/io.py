@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.metadata
 import json
 import math
 import os
+import platform
 import signal
+import subprocess
 import threading
 import time
 from typing import Any, Callable, Sequence
@@ -173,6 +176,41 @@ def summarize(sweep: Sweep, metrics: dict[str, np.ndarray], compile_seconds: flo
       "devices": [str(d) for d in sweep.devices], "data_parallel": sweep.data_parallel,
       "per_setting": per_setting,
   }
+
+
+# The packages whose versions can change a run's numbers (a Brax env's physics, XLA's kernels,
+# the optimiser), recorded in summary.json["software"]; those not installed are left out.
+_RECORDED_PACKAGES = ("rgpo_jax", "jax", "jaxlib", "flax", "optax", "chex", "gymnax", "brax",
+                      "mujoco", "numpy", "orbax-checkpoint")
+
+
+def _source_commit(package_dir: str) -> str | None:
+  """The git commit of the checkout the library was imported from ("+dirty" if its tracked
+  files differ from it); None outside a git checkout or without git."""
+  try:
+    def git(*args):
+      return subprocess.run(["git", "-C", package_dir, *args], capture_output=True, text=True,
+                            timeout=10, check=True).stdout.strip()
+    commit = git("rev-parse", "HEAD")
+    return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+  except (OSError, subprocess.SubprocessError):
+    return None
+
+
+def software_versions() -> dict[str, Any]:
+  """What a run's numbers depend on besides its config: Python, the installed versions of the
+  packages above, the library's source commit (when imported from a git checkout) and the
+  platform. The same config, seeds and versions give bit-identical results on one machine
+  type; a different version (a patch release of jax or brax) may not."""
+  versions = {"python": platform.python_version()}
+  for name in _RECORDED_PACKAGES:
+    try:
+      versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+      pass
+  versions["rgpo_jax_commit"] = _source_commit(os.path.dirname(os.path.abspath(__file__)))
+  versions["platform"] = f"{platform.system()} {platform.machine()}"
+  return versions
 
 
 def json_floats(values: np.ndarray) -> list[str]:
@@ -364,6 +402,7 @@ def _finish(sweep: Sweep, run, state, chunks: list[dict[str, np.ndarray]],
       ckpt_lib.params_checksum(jax.tree.map(lambda x, r=r: x[r], params))
       for r in range(sweep.num_runs)]
   summary["resumed_from_update"] = run.start_update if run.resumed else None
+  summary["software"] = software_versions()
   if run.start_update:
     steps = sweep.num_runs * (cfg.num_updates - run.start_update) * cfg.batch_size
     summary["steps_per_second"] = steps / train_seconds if train_seconds > 0 else None
