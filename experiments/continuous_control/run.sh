@@ -23,6 +23,9 @@
 #   STEPS=50000000 EXTRA="--num-envs 2048 --num-steps 16 --num-minibatches 32" experiments/continuous_control/run.sh
 set -e
 export PYTHONPATH=${CC_CODE:-$PWD}
+# Without this, `python -m` puts the current directory (the repository root) ahead of
+# PYTHONPATH and runs the working tree's library, not CC_CODE's (docs/pitfalls.md).
+export PYTHONSAFEPATH=1
 RGPO=${RGPO:-"python -m rgpo_jax.cli"}
 D=experiments/continuous_control
 STEPS=${STEPS:-1000000}

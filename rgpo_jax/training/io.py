@@ -199,9 +199,11 @@ def _source_commit(package_dir: str) -> str | None:
 
 def software_versions() -> dict[str, Any]:
   """What a run's numbers depend on besides its config: Python, the installed versions of the
-  packages above, the library's source commit (when imported from a git checkout) and the
-  platform. The same config, seeds and versions give bit-identical results on one machine
-  type; a different version (a patch release of jax or brax) may not."""
+  packages above, the library's source commit (when imported from a git checkout), the
+  platform, CPU model and accelerator kind. The same config, seeds, versions and machine type
+  give bit-identical results (tested); another version or CPU type may not (docs/pitfalls.md:
+  a Brax hopper cell re-run on another day with the same code, config and seeds ended with
+  other parameters)."""
   versions = {"python": platform.python_version()}
   for name in _RECORDED_PACKAGES:
     try:
@@ -210,7 +212,22 @@ def software_versions() -> dict[str, Any]:
       pass
   versions["rgpo_jax_commit"] = _source_commit(os.path.dirname(os.path.abspath(__file__)))
   versions["platform"] = f"{platform.system()} {platform.machine()}"
+  versions["cpu"] = _cpu_model()
+  versions["device_kind"] = jax.devices()[0].device_kind
   return versions
+
+
+def _cpu_model() -> str:
+  """The CPU's model name: XLA compiles for the host's instruction set, so two CPU types may
+  round differently and give different bits from the same run."""
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name"):
+          return line.split(":", 1)[1].strip()
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
 
 
 def json_floats(values: np.ndarray) -> list[str]:
