@@ -7,6 +7,7 @@
 #        STEPS=20 SEEDS=3 experiments/passk/run.sh   (the sizes; defaults below)
 set -e
 export PYTHONPATH=${PASSK_CODE:-$PWD}
+export PYTHONSAFEPATH=1  # else python -m runs the working tree, not the frozen copy (docs/pitfalls.md)
 RGPO=${RGPO:-"python -m rgpo_jax.cli"}
 D=experiments/passk
 STEPS=${STEPS:-20}

@@ -12,6 +12,7 @@
 # to 10.7 GB per run (run one at a time).
 set -e
 export PYTHONPATH=${RLHF_CODE:-$PWD}
+export PYTHONSAFEPATH=1  # else python -m runs the working tree, not the frozen copy (docs/pitfalls.md)
 export JAX_COMPILATION_CACHE_DIR=${JAX_COMPILATION_CACHE_DIR:-$HOME/.cache/jax}
 RGPO=${RGPO:-"python -m rgpo_jax.cli"}
 D=experiments/rlhf
