@@ -5,9 +5,11 @@
 # deleted and metrics gzipped afterwards (the repository keeps no checkpoints).
 # Usage: experiments/kl_stability/run.sh [SECTION...]   (sections: pendulum invpend mujoco
 #        breakout, the default, in that order; mujoco_hopper: the standard MuJoCo settings on
-#        Brax hopper, CPU-sized; hopper: the full grid, accelerator only, see below)
+#        Brax hopper, CPU-sized; hopper_grid: k × lr at those settings, CPU-sized; hopper: the
+#        full grid, accelerator only, see below)
 set -e
 export PYTHONPATH=${KL_CODE:-$PWD}  # KL_CODE: a frozen copy of the library to run the study with
+export PYTHONSAFEPATH=1  # else python -m runs the working tree, not KL_CODE (docs/pitfalls.md)
 RGPO=${RGPO:-"python -m rgpo_jax.cli"}
 D=experiments/kl_stability
 
@@ -130,8 +132,27 @@ mujoco_hopper() {
   cell mujocostd_hopper_trpo $S --algo trpo --max-kl 0.01
 }
 
-# Brax hopper, the full grid: NOT run here (on 2 shared CPU cores hopper trains at ~5k steps/s, so one grid of
-# 36 runs × 1e6 steps would take about 2 hours per gate). On an accelerator (one program per gate
+# The k × lr grid on Brax hopper at those standard settings, CPU-sized (run 2026-12-06 with
+# main's library at b461707, whose training code computes what 5f2e9c8's does; each cell's
+# summary.json records its commit; about 2 minutes per 6-run cell and 6 per 24-run cell): k ∈ {2, 4, 8, 16} × lr ∈ {3e-4, 1e-3} × 3 seeds in one program per gate, 5e5 steps
+# per run; sapo one call per τ (its τ and τ_neg lists would sweep as a product); PPO at both lr.
+# lr 1e-3 with 320 minibatch steps per update is the most aggressive setting here, the place to
+# look for PPO's spikes. The lr 3e-4, k = 4 and 16 runs repeat the mujocostd_hopper cells above
+# inside a larger vmapped program (a check that the two agree).
+hopper_grid() {
+  local S="--env brax:hopper --num-envs 64 --num-steps 32 --update-epochs 10 --num-minibatches 32
+           --lr 3e-4,1e-3 --anneal-lr --ent-coef 0 --seeds 3 --total-steps ${HOPPER_STEPS:-500000}"
+  cell hoppergrid_ppo $S --algo ppo --epsilon 0.2
+  cell hoppergrid_rgpo_sigmoid $S --algo rgpo_sigmoid --k 2,4,8,16
+  cell hoppergrid_rgpo_pessimistic $S --algo rgpo_pessimistic --k 2,4,8,16
+  for t in 2 8 16; do
+    cell hoppergrid_sapo_tau$t $S --algo sapo --tau $t --tau-neg $t
+  done
+}
+
+# Brax hopper, the full grid (lr 1e-4 too, 4 and 10 epochs, 1e6+ steps): NOT run here; at the
+# measured 43k env steps/s for 24 runs on the 2 idle cores, one gate's 36 runs × 1e6 steps take
+# about 15 minutes, so it fits a CPU session too. On an accelerator (one program per gate
 # and epochs value, every k × lr × seed vmapped):
 hopper() {
   local H="--env brax:hopper --num-envs 2048 --total-steps 50000000 --lr 1e-4,3e-4,1e-3 --seeds 3"
@@ -149,7 +170,8 @@ hopper() {
 }
 
 sections=${*:-"pendulum invpend mujoco breakout verify trpo_pendulum"}
-# The study ran: pendulum invpend breakout4 mujoco breakout10 verify trpo_pendulum.
+# The study ran: pendulum invpend breakout4 mujoco breakout10 verify trpo_pendulum, then
+# mujoco_hopper (2026-11-24) and hopper_grid (2026-12-06).
 breakout4() { EPOCHS=4 breakout; }
 breakout10() { EPOCHS=10 breakout; }
 for s in $sections; do $s; done

@@ -57,7 +57,7 @@ def _settings_label(cfg: dict) -> str:
 def rows(root: str) -> list[dict]:
   """One dict per (run folder, hyperparameter setting)."""
   out = []
-  order = ("pendulum_", "invpend_", "breakout_", "mujocostd_")  # blocks in the README's order
+  order = ("pendulum_", "invpend_", "breakout_", "mujocostd_", "hoppergrid_")  # blocks in the README's order
   rank = lambda n: next((i for i, p in enumerate(order) if n.startswith(p)), len(order))
   for name in sorted(os.listdir(root), key=lambda n: (rank(n), n)):
     run = os.path.join(root, name)
@@ -77,7 +77,10 @@ def rows(root: str) -> list[dict]:
       algo = cfg["algo"]
       param = _GATE_PARAM.get(algo)
       out.append({
-          "folder": name, "block": _settings_label(cfg), "epochs": cfg["update_epochs"],
+          "folder": name, "epochs": cfg["update_epochs"],
+          # the grid re-runs some of the single cells' settings: its own block keeps them apart
+          "block": _settings_label(cfg) + (" (the k × lr grid, one program per gate)"
+                                           if name.startswith("hoppergrid_") else ""),
           "algo": algo, "param": param, "value": hp.get(param) if param else None,
           "lr": hp["lr"], "seeds": len(per["final_return_per_seed"]),
           "trpo_gate": hp.get("trpo_gate"), "max_grad_norm": hp["max_grad_norm"],
@@ -133,6 +136,54 @@ def markdown(table: list[dict]) -> str:
   return "\n".join(lines)
 
 
+def plot_k_grid(table: list[dict], path: str) -> bool:
+  """The hopper k × lr grid in one PNG: final return (mean ± std over seeds) and KL-spike rate
+  against k for each gate, one column per lr, PPO as a horizontal line. False if no grid ran."""
+  grid = [r for r in table if r["folder"].startswith("hoppergrid_")]
+  if not grid:
+    return False
+  import matplotlib  # pylint: disable=import-outside-toplevel
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  lrs = sorted({r["lr"] for r in grid})
+  fig, axes = plt.subplots(2, len(lrs), figsize=(5.2 * len(lrs), 7), sharex=True, sharey="row",
+                           squeeze=False)
+  styles = {"rgpo_sigmoid": ("tab:red", "rgpo_sigmoid (paper's gate)"),
+            "sapo": ("tab:orange", "sigmoid normalised to w(1) = 1 (sapo, τ = k)"),
+            "rgpo_pessimistic": ("tab:blue", "rgpo_pessimistic (the default at k = 4)")}
+  for col, lr in enumerate(lrs):
+    top, bottom = axes[0, col], axes[1, col]
+    for algo, (color, label) in styles.items():
+      rs = sorted((r for r in grid if r["algo"] == algo and r["lr"] == lr), key=lambda r: r["value"])
+      if not rs:
+        continue
+      k = [r["value"] for r in rs]
+      mean, std = np.array([r["final_mean"] for r in rs]), np.array([r["final_std"] for r in rs])
+      top.plot(k, mean, "o-", color=color, label=label)
+      top.fill_between(k, mean - std, mean + std, color=color, alpha=0.15)
+      bottom.plot(k, [100 * r["spike_rate"] for r in rs], "o-", color=color)
+    for r in (r for r in grid if r["algo"] == "ppo" and r["lr"] == lr):
+      top.axhline(r["final_mean"], color="k", ls="--", label=f"PPO ε = {r['value']:g}")
+      top.axhspan(r["final_mean"] - r["final_std"], r["final_mean"] + r["final_std"], color="k",
+                  alpha=0.07)
+      bottom.axhline(100 * r["spike_rate"], color="k", ls="--")
+    top.set_title(f"lr {lr:g}")
+    bottom.set_xscale("log", base=2)
+    bottom.set_xticks([2, 4, 8, 16], ["2", "4", "8", "16"])
+    bottom.set_xlabel("gate sharpness k (τ for sapo)")
+    top.grid(alpha=0.3)
+    bottom.grid(alpha=0.3)
+  axes[0, 0].set_ylabel("final return (mean ± std, 3 seeds)")
+  axes[1, 0].set_ylabel("KL-spike rate, % of updates")
+  axes[0, 0].legend(fontsize=8, loc="lower left")
+  fig.suptitle(f"Brax hopper: 2,048 steps per update, {grid[0]['epochs']} epochs × 32 "
+               "minibatches, lr annealed")
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return True
+
+
 def write_into_readme(root: str, table: str) -> None:
   """Replaces the text between the README's table markers with `table`."""
   path = os.path.join(root, "README.md")
@@ -148,8 +199,10 @@ def write_into_readme(root: str, table: str) -> None:
 if __name__ == "__main__":
   args = [a for a in sys.argv[1:] if a != "--write"]
   root = args[0] if args else os.path.dirname(os.path.abspath(__file__))
-  table = markdown(rows(root))
+  table_rows = rows(root)
+  table = markdown(table_rows)
   if "--write" in sys.argv:
     write_into_readme(root, table)
+    plot_k_grid(table_rows, os.path.join(root, "hopper_k_grid.png"))
   else:
     print(table)
