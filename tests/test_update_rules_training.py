@@ -41,8 +41,11 @@ DP_SCRIPT = textwrap.dedent("""
       np.testing.assert_allclose(flat(state.opt_state), flat(ref_state.opt_state), rtol=1e-3,
                                  atol=1e-7, err_msg=algo)
       for name, value in metrics.items():
+        # CG's final relative residual sits at float32 round-off (1e-8..1e-5), where the order of
+        # the devices' reduction decides its digits: compare that both runs converged, not bits.
+        atol = 1e-4 if name == "cg_residual" else 1e-6
         np.testing.assert_allclose(np.asarray(value), np.asarray(ref_metrics[name]), rtol=2e-3,
-                                   atol=1e-6, err_msg=f"{algo} {name}")
+                                   atol=atol, err_msg=f"{algo} {name}")
       assert not np.allclose(flat(state.params), flat(Trainer(cfg).init(key, hp).params))
       if algo == "trpo":
         assert np.all(np.asarray(metrics["step_accepted"]) == 1), metrics["step_accepted"]
