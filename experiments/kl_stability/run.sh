@@ -5,8 +5,8 @@
 # deleted and metrics gzipped afterwards (the repository keeps no checkpoints).
 # Usage: experiments/kl_stability/run.sh [SECTION...]   (sections: pendulum invpend mujoco
 #        breakout, the default, in that order; mujoco_hopper: the standard MuJoCo settings on
-#        Brax hopper, CPU-sized; hopper_grid: k × lr at those settings, CPU-sized; hopper: the
-#        full grid, accelerator only, see below)
+#        Brax hopper, CPU-sized; hopper_grid, hopper_grid4: k × lr at those settings with 10
+#        and 4 epochs, CPU-sized; hopper: the full grid, accelerator only, see below)
 set -e
 export PYTHONPATH=${KL_CODE:-$PWD}  # KL_CODE: a frozen copy of the library to run the study with
 export PYTHONSAFEPATH=1  # else python -m runs the working tree, not KL_CODE (docs/pitfalls.md)
@@ -132,23 +132,28 @@ mujoco_hopper() {
   cell mujocostd_hopper_trpo $S --algo trpo --max-kl 0.01
 }
 
-# The k × lr grid on Brax hopper at those standard settings, CPU-sized (run 2026-12-06 with
-# main's library at b461707, whose training code computes what 5f2e9c8's does; each cell's
-# summary.json records its commit; about 2 minutes per 6-run cell and 6 per 24-run cell): k ∈ {2, 4, 8, 16} × lr ∈ {3e-4, 1e-3} × 3 seeds in one program per gate, 5e5 steps
-# per run; sapo one call per τ (its τ and τ_neg lists would sweep as a product); PPO at both lr.
-# lr 1e-3 with 320 minibatch steps per update is the most aggressive setting here, the place to
-# look for PPO's spikes. The lr 3e-4, k = 4 and 16 runs repeat the mujocostd_hopper cells above
-# inside a larger vmapped program (a check that the two agree).
+# The k × lr grid on Brax hopper at those standard settings, CPU-sized, 3 seeds × 5e5 steps per
+# run, one program per gate (sapo one per τ: its τ and τ_neg lists would sweep as a product):
+# - hopper_grid (run 2026-12-06 with main's library at b461707, whose training code computes
+#   what 5f2e9c8's does): 10 epochs, k ∈ {2, 4, 8, 16} × lr ∈ {3e-4, 1e-3}; lr 1e-3 with 320
+#   minibatch steps per update is the most aggressive setting here, the place to look for PPO's
+#   spikes. The lr 3e-4, k = 4 and 16 runs repeat the mujocostd_hopper cells above inside a
+#   larger vmapped program. About 2 minutes per 6-run cell and 6 per 24-run cell.
+# - hopper_grid4 (run 2026-12-06): the same at 4 epochs with lr ∈ {1e-4, 3e-4, 1e-3}.
+# Each cell's summary.json records its commit (`software`).
 hopper_grid() {
-  local S="--env brax:hopper --num-envs 64 --num-steps 32 --update-epochs 10 --num-minibatches 32
-           --lr 3e-4,1e-3 --anneal-lr --ent-coef 0 --seeds 3 --total-steps ${HOPPER_STEPS:-500000}"
-  cell hoppergrid_ppo $S --algo ppo --epsilon 0.2
-  cell hoppergrid_rgpo_sigmoid $S --algo rgpo_sigmoid --k 2,4,8,16
-  cell hoppergrid_rgpo_pessimistic $S --algo rgpo_pessimistic --k 2,4,8,16
+  local e=${EPOCHS:-10} lrs=${LRS:-3e-4,1e-3}
+  local name=hoppergrid$([ "$e" = 10 ] || echo "_e$e")
+  local S="--env brax:hopper --num-envs 64 --num-steps 32 --update-epochs $e --num-minibatches 32
+           --lr $lrs --anneal-lr --ent-coef 0 --seeds 3 --total-steps ${HOPPER_STEPS:-500000}"
+  cell ${name}_ppo $S --algo ppo --epsilon 0.2
+  cell ${name}_rgpo_sigmoid $S --algo rgpo_sigmoid --k 2,4,8,16
+  cell ${name}_rgpo_pessimistic $S --algo rgpo_pessimistic --k 2,4,8,16
   for t in 2 8 16; do
-    cell hoppergrid_sapo_tau$t $S --algo sapo --tau $t --tau-neg $t
+    cell ${name}_sapo_tau$t $S --algo sapo --tau $t --tau-neg $t
   done
 }
+hopper_grid4() { EPOCHS=4 LRS=1e-4,3e-4,1e-3 hopper_grid; }
 
 # Brax hopper, the full grid (lr 1e-4 too, 4 and 10 epochs, 1e6+ steps): NOT run here; at the
 # measured 43k env steps/s for 24 runs on the 2 idle cores, one gate's 36 runs × 1e6 steps take
@@ -171,7 +176,7 @@ hopper() {
 
 sections=${*:-"pendulum invpend mujoco breakout verify trpo_pendulum"}
 # The study ran: pendulum invpend breakout4 mujoco breakout10 verify trpo_pendulum, then
-# mujoco_hopper (2026-11-24) and hopper_grid (2026-12-06).
+# mujoco_hopper (2026-11-24), hopper_grid and hopper_grid4 (2026-12-06).
 breakout4() { EPOCHS=4 breakout; }
 breakout10() { EPOCHS=10 breakout; }
 for s in $sections; do $s; done

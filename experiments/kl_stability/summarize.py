@@ -136,10 +136,11 @@ def markdown(table: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def plot_k_grid(table: list[dict], path: str) -> bool:
-  """The hopper k × lr grid in one PNG: final return (mean ± std over seeds) and KL-spike rate
-  against k for each gate, one column per lr, PPO as a horizontal line. False if no grid ran."""
-  grid = [r for r in table if r["folder"].startswith("hoppergrid_")]
+def plot_k_grid(table: list[dict], path: str, epochs: int) -> bool:
+  """The hopper k × lr grid at `epochs` in one PNG: final return (mean ± std over seeds) and
+  KL-spike rate against k for each gate, one column per lr, PPO as a horizontal line. False if
+  that grid did not run."""
+  grid = [r for r in table if r["folder"].startswith("hoppergrid_") and r["epochs"] == epochs]
   if not grid:
     return False
   import matplotlib  # pylint: disable=import-outside-toplevel
@@ -203,6 +204,8 @@ if __name__ == "__main__":
   table = markdown(table_rows)
   if "--write" in sys.argv:
     write_into_readme(root, table)
-    plot_k_grid(table_rows, os.path.join(root, "hopper_k_grid.png"))
+    for epochs in (10, 4):
+      plot_k_grid(table_rows, os.path.join(root, "hopper_k_grid.png" if epochs == 10 else
+                                           f"hopper_k_grid_e{epochs}.png"), epochs)
   else:
     print(table)
