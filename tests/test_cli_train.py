@@ -193,6 +193,19 @@ def test_total_steps_not_a_multiple_of_the_batch_is_said():
   assert train_cli.total_steps_note(TrainConfig(total_steps=1024)) is None
 
 
+def test_many_minibatch_steps_with_a_wide_pessimistic_gate_are_said():
+  many = dict(update_epochs=10, num_minibatches=32)
+  note = train_cli.gate_width_note(TrainConfig(**many))
+  assert note.startswith("note: --algo rgpo with k = 4 and 320 minibatch steps per update")
+  assert "--k 16" in note
+  assert train_cli.gate_width_note(TrainConfig(**many), {"k": [16.0, 2.0]}).startswith(
+      "note: --algo rgpo with k = 2 ")  # the widest gate of a sweep
+  assert train_cli.gate_width_note(TrainConfig()) is None  # 4 × 4 = 16 steps
+  assert train_cli.gate_width_note(TrainConfig(k=16.0, **many)) is None
+  assert train_cli.gate_width_note(TrainConfig(algo="ppo", **many)) is None
+  assert train_cli.gate_width_note(TrainConfig(target_kl=0.02, **many)) is None
+
+
 def test_progress_shows_last_finite_return_never_nan():
   chunk = np.array([[np.nan, 10.0, np.nan], [np.nan, np.nan, np.nan], [1.0, 2.0, 4.0]])
   assert last_finite_return(chunk) == 7.0  # runs 0 and 2: 10 and 4; run 1 has no episode

@@ -328,6 +328,26 @@ def total_steps_note(config: TrainConfig) -> str | None:
           f"updates = {config.num_updates * config.batch_size} env steps per run")
 
 
+# Minibatch steps per update from which the pessimistic sigmoid at k <= 4 was seen to drift
+# (experiments/kl_stability: Breakout-MinAtar at 10 × 4 and lr 1e-3, 46% of updates; Brax hopper
+# at 10 × 32, 8% at lr 3e-4 and 99% at lr 1e-3; k = 16 had no spike in either).
+_MANY_MINIBATCH_STEPS = 40
+
+
+def gate_width_note(config: TrainConfig, grid: dict[str, Any] | None = None) -> str | None:
+  """The line advising a sharper pessimistic gate when many minibatch steps per update meet a
+  wide one (k <= 4, fixed width); None otherwise."""
+  steps = config.update_epochs * config.num_minibatches
+  ks = [float(k) for k in (grid or {}).get("k", [config.k])]
+  if (config.algo not in ("rgpo", "rgpo_pessimistic") or config.target_kl is not None
+      or steps < _MANY_MINIBATCH_STEPS or min(ks) > 4):
+    return None
+  return (f"note: --algo {config.algo} with k = {min(ks):g} and {steps} minibatch steps per update "
+          f"(--update-epochs × --num-minibatches): at 40-320 such steps this gate with k = 4 "
+          f"drifted (KL spikes in 5-99% of updates on Brax hopper and Breakout, "
+          f"experiments/kl_stability) where k = 16 had none; consider --k 16")
+
+
 def _prepare(args: argparse.Namespace) -> TrainPlan:
   """The plan of this `rgpo train` call, validated before anything is compiled or written."""
   plan = _resume_plan(args) if args.resume is not None else _new_run_plan(args)
@@ -370,9 +390,9 @@ def _train(args: argparse.Namespace) -> int:
   plan = None
   try:
     plan = _prepare(args)
-    note = total_steps_note(plan.config)
-    if note:
-      print(note, file=sys.stderr)
+    for note in (total_steps_note(plan.config), gate_width_note(plan.config, plan.grid)):
+      if note:
+        print(note, file=sys.stderr)
     if not plan.resume:
       print(f"run folder: {plan.out}")
     summary = run_training(plan.config, plan.grid, num_seeds=plan.seeds, seed=plan.seed,
