@@ -24,6 +24,7 @@ import numpy as np
 _GATE_PARAM = {"rgpo": "k", "rgpo_sigmoid": "k", "rgpo_pessimistic": "k", "sapo": "tau", "ppo": "epsilon",
                "trpo": "max_kl"}
 _GATE_ORDER = ["ppo", "trpo", "rgpo_sigmoid", "sapo", "rgpo_pessimistic", "rgpo"]
+_K_GRID = "hoppergrid_"  # folder prefix of the hopper k × lr grid cells (run.sh hopper_grid)
 
 
 def _load(run: str) -> tuple[dict, dict, list[dict]]:
@@ -57,7 +58,7 @@ def _settings_label(cfg: dict) -> str:
 def rows(root: str) -> list[dict]:
   """One dict per (run folder, hyperparameter setting)."""
   out = []
-  order = ("pendulum_", "invpend_", "breakout_", "mujocostd_", "hoppergrid_")  # blocks in the README's order
+  order = ("pendulum_", "invpend_", "breakout_", "mujocostd_", _K_GRID)  # blocks in the README's order
   rank = lambda n: next((i for i, p in enumerate(order) if n.startswith(p)), len(order))
   for name in sorted(os.listdir(root), key=lambda n: (rank(n), n)):
     run = os.path.join(root, name)
@@ -80,7 +81,7 @@ def rows(root: str) -> list[dict]:
           "folder": name, "epochs": cfg["update_epochs"],
           # the grid re-runs some of the single cells' settings: its own block keeps them apart
           "block": _settings_label(cfg) + (" (the k × lr grid, one program per gate)"
-                                           if name.startswith("hoppergrid_") else ""),
+                                           if name.startswith(_K_GRID) else ""),
           "algo": algo, "param": param, "value": hp.get(param) if param else None,
           "lr": hp["lr"], "seeds": len(per["final_return_per_seed"]),
           "trpo_gate": hp.get("trpo_gate"), "max_grad_norm": hp["max_grad_norm"],
@@ -140,7 +141,7 @@ def plot_k_grid(table: list[dict], path: str, epochs: int) -> bool:
   """The hopper k × lr grid at `epochs` in one PNG: final return (mean ± std over seeds) and
   KL-spike rate against k for each gate, one column per lr, PPO as a horizontal line. False if
   that grid did not run."""
-  grid = [r for r in table if r["folder"].startswith("hoppergrid_") and r["epochs"] == epochs]
+  grid = [r for r in table if r["folder"].startswith(_K_GRID) and r["epochs"] == epochs]
   if not grid:
     return False
   import matplotlib  # pylint: disable=import-outside-toplevel
@@ -177,7 +178,7 @@ def plot_k_grid(table: list[dict], path: str, epochs: int) -> bool:
   axes[0, 0].set_ylabel("final return (mean ± std, 3 seeds)")
   axes[1, 0].set_ylabel("KL-spike rate, % of updates")
   axes[0, 0].legend(fontsize=8, loc="lower left")
-  fig.suptitle(f"Brax hopper: 2,048 steps per update, {grid[0]['epochs']} epochs × 32 "
+  fig.suptitle(f"Brax hopper: 2,048 steps per update, {epochs} epochs × 32 "
                "minibatches, lr annealed")
   fig.tight_layout()
   fig.savefig(path, dpi=110)

@@ -339,11 +339,13 @@ def gate_width_note(config: TrainConfig, grid: dict[str, Any] | None = None) -> 
   wide one (k <= 4, fixed width); None otherwise."""
   steps = config.update_epochs * config.num_minibatches
   ks = [float(k) for k in (grid or {}).get("k", [config.k])]
-  if (config.algo not in ("rgpo", "rgpo_pessimistic") or config.target_kl is not None
+  gate = ALGOS.get(config.algo, (None,))[0]
+  if (gate != "pessimistic_sigmoid" or config.target_kl is not None
       or steps < _MANY_MINIBATCH_STEPS or min(ks) > 4):
     return None
   return (f"note: --algo {config.algo} with k = {min(ks):g} and {steps} minibatch steps per update "
-          f"(--update-epochs × --num-minibatches): at 40-320 such steps this gate with k = 4 "
+          f"(--update-epochs × --num-minibatches): at {_MANY_MINIBATCH_STEPS}-320 such steps "
+          f"this gate with k = 4 "
           f"drifted (KL spikes in 5-99% of updates on Brax hopper and Breakout, "
           f"experiments/kl_stability) where k = 16 had none; consider --k 16")
 
